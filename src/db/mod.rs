@@ -1,0 +1,363 @@
+//! The database: one connection type over SQLite and PostgreSQL, the r2d2 pool, embedded
+//! migrations, and the one helper through which async code runs diesel off the executor.
+//!
+//! `AnyConnection` is diesel's `MultiConnection`; the backend is chosen by the scheme of
+//! `DATABASE_URL`. What the multi-connection cannot express (SQLite's `BEGIN IMMEDIATE`,
+//! PostgreSQL's advisory lock) is matched on the variant here and nowhere else.
+
+pub mod orders;
+pub mod products;
+pub mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::{PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type Pool = r2d2::Pool<Manager>;
+pub type PooledConnection = r2d2::PooledConnection<Manager>;
+
+/// Errors of the data layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] r2d2::Error),
+    #[error("migrations failed: {0}")]
+    Migration(String),
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("not found")]
+    NotFound,
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database task was cancelled")]
+    Cancelled,
+}
+
+impl DbError {
+    /// A unique-index violation (a duplicate `shop_order_no`, `shop_transaction_id`, dedupe key…).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// Which database engine a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A parsed `DATABASE_URL`: `sqlite://PATH` (relative to the working directory, or
+/// `sqlite:///absolute/path`) or `postgres://…` / `postgresql://…`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err("the SQLite path is empty (expected sqlite://PATH)".into());
+            }
+            if path.starts_with(":memory:") || path.contains("mode=memory") {
+                return Err(
+                    "an in-memory SQLite database is not supported: each pooled connection \
+                     would see its own empty database (use a file path)"
+                        .into(),
+                );
+            }
+            return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let parsed = url::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err("the PostgreSQL URL has no host".into());
+            }
+            return Ok(DatabaseUrl::Postgres(url.to_owned()));
+        }
+        let scheme = url.split_once(':').map_or(url, |(s, _)| s);
+        Err(format!(
+            "unsupported scheme `{scheme}` (expected sqlite://PATH or postgres://USER@HOST:PORT/DB)"
+        ))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            DatabaseUrl::Sqlite(_) => Backend::Sqlite,
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Shown with any password masked, so the URL can be logged.
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => match url::Url::parse(url) {
+                Ok(mut u) if u.password().is_some() => {
+                    let _ = u.set_password(Some("***"));
+                    f.write_str(u.as_str())
+                }
+                _ => f.write_str(url),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The r2d2 manager: opens the backend the URL names and reports that backend's own error
+/// (diesel's multi-connection `establish` tries each backend in turn and hides why the right one
+/// failed), and sets SQLite's per-connection pragmas.
+#[derive(Debug)]
+pub struct Manager {
+    url: DatabaseUrl,
+}
+
+/// SQLite settings for every pooled connection: wait for the write lock instead of failing at
+/// once, WAL's safe-and-fast sync level, and enforced foreign keys.
+const SQLITE_CONNECTION_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
+fn one_line(s: impl fmt::Display) -> String {
+    s.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl Manager {
+    fn open(url: &DatabaseUrl) -> Result<AnyConnection, DbError> {
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                let path = path.to_str().ok_or_else(|| {
+                    DbError::Connect("the SQLite path is not valid UTF-8".into())
+                })?;
+                let mut conn = SqliteConnection::establish(path)
+                    .map_err(|e| DbError::Connect(format!("{path}: {}", one_line(e))))?;
+                conn.batch_execute(SQLITE_CONNECTION_PRAGMAS)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .map(AnyConnection::Postgresql)
+                .map_err(|e| DbError::Connect(one_line(e))),
+        }
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<AnyConnection, DbError> {
+        Self::open(&self.url)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), DbError> {
+        conn.batch_execute("SELECT 1").map_err(DbError::from)
+    }
+
+    /// A connection returned while still inside a transaction (a panic mid-transaction) or with
+    /// a broken transaction manager is not reused.
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        let status = AnyConnection::transaction_manager_status_mut(conn);
+        !matches!(status.transaction_depth(), Ok(None))
+    }
+}
+
+/// Pool settings.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: u32,
+    /// How long a request waits for a free connection before failing.
+    pub connection_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self { max_size: 8, connection_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The database handle shared by the app: the pool and the backend it talks to.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens the database (creating the SQLite file and its folder when missing, switching it
+    /// to WAL) and builds the pool. Does not run migrations: see [`Db::migrate`].
+    pub fn connect(url: &DatabaseUrl, options: &PoolOptions) -> Result<Self, DbError> {
+        if let DatabaseUrl::Sqlite(path) = url {
+            prepare_sqlite_file(path)?;
+        }
+        // One connection first: on PostgreSQL it reports an unreachable server with the
+        // server's own words, before r2d2 would wrap it in a timeout.
+        let first = Manager::open(url)?;
+        drop(first);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.max_size)
+            .min_idle(Some(options.max_size.min(2)))
+            .connection_timeout(options.connection_timeout)
+            .test_on_check_out(false)
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build(Manager { url: url.clone() })?;
+        Ok(Self { pool, backend: url.backend() })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection for synchronous callers (CLI commands, tests, the worker's blocking side).
+    pub fn get(&self) -> Result<PooledConnection, DbError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Pool state for `/metrics`: (open connections, idle connections, max size).
+    pub fn pool_state(&self) -> (u32, u32, u32) {
+        let state = self.pool.state();
+        (state.connections, state.idle_connections, self.pool.max_size())
+    }
+
+    /// Runs pending migrations; returns the versions applied.
+    pub fn migrate(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = self.get()?;
+        run_migrations(&mut conn)
+    }
+
+    /// Runs `f` with a pooled connection on tokio's blocking pool, so diesel never blocks the
+    /// async executor. The one way async code touches the database.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { DbError::Cancelled })?
+    }
+
+    /// `SELECT 1` through the pool: the readiness check.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from)).await
+    }
+}
+
+/// Creates the folder of the SQLite file and puts the database in WAL mode, once, on a single
+/// connection before the pool opens (setting it from the pool races while connections open).
+/// WAL is persistent in the file; `journal_size_limit` keeps a checkpointed WAL from staying
+/// large after bursts.
+fn prepare_sqlite_file(path: &Path) -> Result<(), DbError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            DbError::Connect(format!("cannot create the folder {}: {e}", parent.display()))
+        })?;
+    }
+    let mut conn = Manager::open(&DatabaseUrl::Sqlite(path.to_owned()))?;
+    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA journal_size_limit = 67108864;")
+        .map_err(|e| DbError::Connect(format!("{}: {}", path.display(), one_line(e))))?;
+    Ok(())
+}
+
+/// Applies the embedded migrations of the connection's backend. On PostgreSQL an advisory lock
+/// serialises instances that start at the same moment against one database.
+pub fn run_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> {
+    const MIGRATION_LOCK: i64 = 0x6b69_6363_6d69_67; // "kiccmig"
+    let applied = match conn {
+        AnyConnection::Sqlite(c) => c
+            .run_pending_migrations(SQLITE_MIGRATIONS)
+            .map(|v| v.iter().map(ToString::to_string).collect()),
+        AnyConnection::Postgresql(c) => {
+            c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+            let result = c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(ToString::to_string).collect());
+            c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+            result
+        }
+    };
+    applied.map_err(|e| DbError::Migration(one_line(e)))
+}
+
+/// Runs `f` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
+/// up front, so concurrent read-then-write transactions wait (busy_timeout) instead of failing
+/// with "database is locked" when they upgrade. On PostgreSQL it is a plain transaction; the
+/// statements inside are compare-and-set updates.
+pub fn write_transaction<T, E, F>(conn: &mut AnyConnection, f: F) -> Result<T, E>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    let AnyConnection::Sqlite(sqlite) = conn else {
+        return conn.transaction(f);
+    };
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    match f(conn) {
+        Ok(value) => {
+            AnyConnection::commit_transaction(conn)?;
+            Ok(value)
+        }
+        Err(error) => {
+            // The caller's error is the one worth reporting; a failed rollback marks the
+            // connection broken and the pool discards it (`Manager::has_broken`).
+            let _ = AnyConnection::rollback_transaction(conn);
+            Err(error)
+        }
+    }
+}
+
+/// The current time as stored: naive UTC truncated to microseconds (PostgreSQL keeps µs;
+/// truncating here makes both backends return what was written).
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}

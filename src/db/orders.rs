@@ -1,0 +1,451 @@
+//! Orders, their lines and their timeline; and `transition`, the only writer of `orders.status`.
+//!
+//! A transition is a compare-and-set (`UPDATE orders SET status = to … WHERE id = ? AND
+//! status = expected`) and its timeline row, in one write transaction. The returnUrl, both
+//! webhooks, the reconciler and a second app instance may race for the same order: exactly one
+//! of them moves it, the others learn the status it is in now.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{order_events, order_items, orders};
+use super::{AnyConnection, DbError, now, write_transaction};
+use crate::domain::{
+    Currency, Customer, GoodsName, Money, Order, OrderEvent, OrderLine, OrderStatus, PayMethod,
+    ShopOrderNo, TimelineEntry, TradeType, TransitionError,
+};
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = orders)]
+struct OrderRow {
+    id: i64,
+    shop_order_no: String,
+    status: String,
+    pay_method: String,
+    currency: String,
+    amount: i64,
+    cancelled_amount: i64,
+    goods_name: String,
+    customer_id: String,
+    customer_name: String,
+    customer_mail: String,
+    customer_contact_no: String,
+    customer_addr: String,
+    trade_type: Option<String>,
+    pg_cno: Option<String>,
+    payment_page_url: Option<String>,
+    approval_no: Option<String>,
+    approval_date: Option<String>,
+    transaction_date: Option<String>,
+    kicc_status_code: Option<String>,
+    expires_at: Option<NaiveDateTime>,
+    paid_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = DbError;
+
+    fn try_from(row: OrderRow) -> Result<Self, DbError> {
+        let id = row.id;
+        let corrupt = move |e: crate::domain::ValidationError| {
+            DbError::Corrupt(format!("order {id}: {e}"))
+        };
+        let currency: Currency = row.currency.parse().map_err(corrupt)?;
+        Ok(Order {
+            id,
+            shop_order_no: ShopOrderNo::parse(&row.shop_order_no).map_err(corrupt)?,
+            status: row.status.parse().map_err(corrupt)?,
+            pay_method: row.pay_method.parse().map_err(corrupt)?,
+            amount: Money::from_minor(row.amount, currency).map_err(corrupt)?,
+            cancelled: Money::from_minor(row.cancelled_amount, currency).map_err(corrupt)?,
+            goods_name: row.goods_name,
+            customer_id: row.customer_id,
+            customer_name: row.customer_name,
+            customer_mail: row.customer_mail,
+            customer_contact_no: row.customer_contact_no,
+            customer_addr: row.customer_addr,
+            trade_type: row.trade_type.as_deref().map(str::parse).transpose().map_err(corrupt)?,
+            pg_cno: row.pg_cno,
+            payment_page_url: row.payment_page_url,
+            approval_no: row.approval_no,
+            approval_date: row.approval_date,
+            transaction_date: row.transaction_date,
+            kicc_status_code: row.kicc_status_code,
+            expires_at: row.expires_at,
+            paid_at: row.paid_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = orders)]
+struct NewOrderRow<'a> {
+    shop_order_no: &'a str,
+    status: &'a str,
+    pay_method: &'a str,
+    currency: &'a str,
+    amount: i64,
+    cancelled_amount: i64,
+    goods_name: &'a str,
+    customer_id: &'a str,
+    customer_name: &'a str,
+    customer_mail: &'a str,
+    customer_contact_no: &'a str,
+    customer_addr: &'a str,
+    trade_type: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    expires_at: Option<NaiveDateTime>,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = order_items)]
+struct NewOrderItemRow<'a> {
+    order_id: i64,
+    sku: &'a str,
+    name: &'a str,
+    unit_price: i64,
+    quantity: i32,
+    line_total: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = order_events)]
+struct NewOrderEventRow<'a> {
+    order_id: i64,
+    event: &'a str,
+    from_status: Option<&'a str>,
+    to_status: Option<&'a str>,
+    cause: &'a str,
+    created_at: NaiveDateTime,
+}
+
+/// An order to create: every field already parsed, the amount equal to the sum of its lines.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub shop_order_no: ShopOrderNo,
+    pub pay_method: PayMethod,
+    pub trade_type: Option<TradeType>,
+    pub goods_name: GoodsName,
+    pub customer: Customer,
+    pub lines: Vec<OrderLine>,
+    /// A key from the checkout form: a second submit of the same form finds the first order.
+    pub idempotency_key: Option<String>,
+    pub expires_at: Option<NaiveDateTime>,
+}
+
+impl NewOrder {
+    /// The order's amount: the sum of its lines, in their (single) currency.
+    pub fn amount(&self) -> Result<Money, DbError> {
+        let first = self
+            .lines
+            .first()
+            .ok_or_else(|| DbError::Corrupt("an order needs at least one line".into()))?;
+        self.lines.iter().try_fold(Money::zero(first.unit_price.currency()), |sum, line| {
+            sum.checked_add(line.line_total).ok_or_else(|| {
+                DbError::Corrupt("order lines mix currencies or overflow".into())
+            })
+        })
+    }
+}
+
+/// Saves a new order in status `created` with its lines and the first timeline row.
+pub fn insert(conn: &mut AnyConnection, new: &NewOrder, cause: &str) -> Result<Order, DbError> {
+    let amount = new.amount()?;
+    write_transaction(conn, |conn| {
+        let at = now();
+        let id: i64 = diesel::insert_into(orders::table)
+            .values(NewOrderRow {
+                shop_order_no: new.shop_order_no.as_str(),
+                status: OrderStatus::Created.as_str(),
+                pay_method: new.pay_method.as_str(),
+                currency: amount.currency().code(),
+                amount: amount.minor(),
+                cancelled_amount: 0,
+                goods_name: new.goods_name.as_str(),
+                customer_id: new.customer.id.as_str(),
+                customer_name: new.customer.name.as_str(),
+                customer_mail: new.customer.mail.as_str(),
+                customer_contact_no: new.customer.contact_no.as_str(),
+                customer_addr: new.customer.addr.as_str(),
+                trade_type: new.trade_type.map(TradeType::as_str),
+                idempotency_key: new.idempotency_key.as_deref(),
+                expires_at: new.expires_at,
+                created_at: at,
+                updated_at: at,
+            })
+            .returning(orders::id)
+            .get_result(conn)?;
+        for line in &new.lines {
+            diesel::insert_into(order_items::table)
+                .values(NewOrderItemRow {
+                    order_id: id,
+                    sku: &line.sku,
+                    name: &line.name,
+                    unit_price: line.unit_price.minor(),
+                    quantity: line.quantity,
+                    line_total: line.line_total.minor(),
+                })
+                .execute(conn)?;
+        }
+        diesel::insert_into(order_events::table)
+            .values(NewOrderEventRow {
+                order_id: id,
+                event: "order_created",
+                from_status: None,
+                to_status: Some(OrderStatus::Created.as_str()),
+                cause,
+                created_at: at,
+            })
+            .execute(conn)?;
+        find_by_id(conn, id)?.ok_or(DbError::NotFound)
+    })
+}
+
+pub fn find_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<Order>, DbError> {
+    orders::table
+        .filter(orders::id.eq(id))
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Order::try_from)
+        .transpose()
+}
+
+pub fn find_by_shop_order_no(
+    conn: &mut AnyConnection,
+    shop_order_no: &ShopOrderNo,
+) -> Result<Option<Order>, DbError> {
+    orders::table
+        .filter(orders::shop_order_no.eq(shop_order_no.as_str()))
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Order::try_from)
+        .transpose()
+}
+
+pub fn find_by_idempotency_key(
+    conn: &mut AnyConnection,
+    key: &str,
+) -> Result<Option<Order>, DbError> {
+    orders::table
+        .filter(orders::idempotency_key.eq(key))
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Order::try_from)
+        .transpose()
+}
+
+/// The order's lines, in the order they were added.
+pub fn lines(conn: &mut AnyConnection, order: &Order) -> Result<Vec<OrderLine>, DbError> {
+    let currency = order.amount.currency();
+    order_items::table
+        .filter(order_items::order_id.eq(order.id))
+        .order(order_items::id.asc())
+        .select((
+            order_items::sku,
+            order_items::name,
+            order_items::unit_price,
+            order_items::quantity,
+            order_items::line_total,
+        ))
+        .load::<(String, String, i64, i32, i64)>(conn)?
+        .into_iter()
+        .map(|(sku, name, unit_price, quantity, line_total)| {
+            let money = |minor| {
+                Money::from_minor(minor, currency)
+                    .map_err(|e| DbError::Corrupt(format!("order {} line {sku}: {e}", order.id)))
+            };
+            Ok(OrderLine {
+                unit_price: money(unit_price)?,
+                line_total: money(line_total)?,
+                sku,
+                name,
+                quantity,
+            })
+        })
+        .collect()
+}
+
+/// The order's timeline (status transitions and notes), oldest first.
+pub fn timeline(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<TimelineEntry>, DbError> {
+    let parse = |s: Option<String>| -> Result<Option<OrderStatus>, DbError> {
+        s.map(|s| s.parse().map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}"))))
+            .transpose()
+    };
+    order_events::table
+        .filter(order_events::order_id.eq(order_id))
+        .order(order_events::id.asc())
+        .select((
+            order_events::id,
+            order_events::event,
+            order_events::from_status,
+            order_events::to_status,
+            order_events::cause,
+            order_events::created_at,
+        ))
+        .load::<(i64, String, Option<String>, Option<String>, String, NaiveDateTime)>(conn)?
+        .into_iter()
+        .map(|(id, event, from, to, cause, created_at)| {
+            Ok(TimelineEntry {
+                id,
+                event,
+                from_status: parse(from)?,
+                to_status: parse(to)?,
+                cause,
+                created_at,
+            })
+        })
+        .collect()
+}
+
+/// Writes a timeline note that is not a status change (e.g. "amount mismatch detected").
+pub fn add_note(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    event: &str,
+    cause: &str,
+) -> Result<(), DbError> {
+    diesel::insert_into(order_events::table)
+        .values(NewOrderEventRow {
+            order_id,
+            event,
+            from_status: None,
+            to_status: None,
+            cause,
+            created_at: now(),
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Fields written together with a status change (only the `Some` ones are set).
+#[derive(Debug, Clone, Default, AsChangeset)]
+#[diesel(table_name = orders)]
+pub struct OrderPatch {
+    pub pg_cno: Option<String>,
+    pub payment_page_url: Option<String>,
+    pub trade_type: Option<String>,
+    pub authorization_id: Option<String>,
+    pub approval_no: Option<String>,
+    pub approval_date: Option<String>,
+    pub transaction_date: Option<String>,
+    pub kicc_status_code: Option<String>,
+    pub expires_at: Option<NaiveDateTime>,
+    pub paid_at: Option<NaiveDateTime>,
+}
+
+/// A transition to apply: from `expected`, by `event`, for a recorded `cause`.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub order_id: i64,
+    pub expected: OrderStatus,
+    pub event: OrderEvent,
+    pub cause: String,
+    pub patch: OrderPatch,
+    /// `(expected, new)` cancelled amount in minor units, compared-and-set with the status so
+    /// two partial cancels settling at once cannot both count from the same total.
+    pub cancelled_amount: Option<(i64, i64)>,
+}
+
+impl Transition {
+    pub fn new(order_id: i64, expected: OrderStatus, event: OrderEvent, cause: impl Into<String>) -> Self {
+        Self {
+            order_id,
+            expected,
+            event,
+            cause: cause.into(),
+            patch: OrderPatch::default(),
+            cancelled_amount: None,
+        }
+    }
+
+    pub fn with_patch(mut self, patch: OrderPatch) -> Self {
+        self.patch = patch;
+        self
+    }
+
+    pub fn with_cancelled_amount(mut self, expected: i64, new: i64) -> Self {
+        self.cancelled_amount = Some((expected, new));
+        self
+    }
+}
+
+/// What became of a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// This call moved the order; `event_id` is its timeline row.
+    Applied { from: OrderStatus, to: OrderStatus, event_id: i64 },
+    /// The order was no longer in the expected status (or cancelled amount): someone else moved
+    /// it first. Nothing was written.
+    Lost { current: OrderStatus },
+    /// The transition table does not allow this event from the expected status. Nothing written.
+    NotAllowed(TransitionError),
+}
+
+impl TransitionOutcome {
+    pub fn is_applied(&self) -> bool {
+        matches!(self, TransitionOutcome::Applied { .. })
+    }
+}
+
+/// Applies one transition as a compare-and-set and records it in the timeline, in one write
+/// transaction. The only code that changes `orders.status` after an order is created.
+pub fn transition(conn: &mut AnyConnection, t: &Transition) -> Result<TransitionOutcome, DbError> {
+    let to = match t.expected.next(t.event) {
+        Ok(to) => to,
+        Err(e) => return Ok(TransitionOutcome::NotAllowed(e)),
+    };
+    write_transaction(conn, |conn| {
+        let at = now();
+        let target = orders::table
+            .filter(orders::id.eq(t.order_id))
+            .filter(orders::status.eq(t.expected.as_str()));
+        let updated = match t.cancelled_amount {
+            Some((expected_cancelled, new_cancelled)) => diesel::update(
+                target.filter(orders::cancelled_amount.eq(expected_cancelled)),
+            )
+            .set((
+                orders::status.eq(to.as_str()),
+                orders::updated_at.eq(at),
+                orders::cancelled_amount.eq(new_cancelled),
+                &t.patch,
+            ))
+            .execute(conn)?,
+            None => diesel::update(target)
+                .set((orders::status.eq(to.as_str()), orders::updated_at.eq(at), &t.patch))
+                .execute(conn)?,
+        };
+        if updated == 0 {
+            let current: Option<String> = orders::table
+                .filter(orders::id.eq(t.order_id))
+                .select(orders::status)
+                .first(conn)
+                .optional()?;
+            let current = current.ok_or(DbError::NotFound)?;
+            let current = current
+                .parse()
+                .map_err(|e| DbError::Corrupt(format!("order {}: {e}", t.order_id)))?;
+            return Ok(TransitionOutcome::Lost { current });
+        }
+        let event_id: i64 = diesel::insert_into(order_events::table)
+            .values(NewOrderEventRow {
+                order_id: t.order_id,
+                event: t.event.name(),
+                from_status: Some(t.expected.as_str()),
+                to_status: Some(to.as_str()),
+                cause: &t.cause,
+                created_at: at,
+            })
+            .returning(order_events::id)
+            .get_result(conn)?;
+        Ok(TransitionOutcome::Applied { from: t.expected, to, event_id })
+    })
+}

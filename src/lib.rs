@@ -1,0 +1,5 @@
+//! kicc-checkout: a merchant checkout for the KICC (EasyPay) gateway — WeChat Pay and KICC Pay —
+//! with a sandbox gateway that speaks KICC's protocol.
+
+pub mod db;
+pub mod domain;
