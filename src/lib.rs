@@ -1,5 +1,8 @@
 //! kicc-checkout: a merchant checkout for the KICC (EasyPay) gateway — WeChat Pay and KICC Pay —
 //! with a sandbox gateway that speaks KICC's protocol.
 
+pub mod config;
 pub mod db;
 pub mod domain;
+pub mod startup;
+pub mod web;

@@ -1,1 +1,75 @@
-fn main(){}
+//! The `kicc-checkout` command: parse the CLI, read the configuration, start what was asked.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kicc_checkout::config::{Config, ConfigError};
+use kicc_checkout::db::{DatabaseUrl, PoolOptions};
+use kicc_checkout::startup::{Application, StartupError, open_database};
+
+#[derive(Parser)]
+#[command(name = "kicc-checkout", version, about = "Merchant checkout for the KICC (EasyPay) gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run migrations, then serve the shop, webhooks and dashboard (the default).
+    Serve,
+    /// Run pending migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::Migrate => migrate(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, naming the variable at fault.
+            let line = error.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("kicc-checkout: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> Result<(), StartupError> {
+    let config = Config::from_env()?;
+    actix_web::rt::System::new().block_on(async move {
+        let admin_user = config.admin_user.clone();
+        let generated_password = config.generated_admin_password().map(str::to_owned);
+        let sandbox = config.is_sandbox();
+        let app = Application::build(config).await?;
+        let base = app.base_url().to_owned();
+        println!("kicc-checkout listening on http://{} (public base {base})", app.local_addr());
+        if sandbox {
+            println!("Gateway: built-in sandbox (no KICC credentials set; no money moves)");
+        }
+        if let Some(password) = generated_password {
+            // Printed once, to the terminal; never logged.
+            println!("Dashboard: {base}/admin  user: {admin_user}  password: {password}");
+        }
+        app.run_until_stopped().await.map_err(StartupError::Server)
+    })
+}
+
+fn migrate() -> Result<(), StartupError> {
+    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://data/kicc-checkout.db".into());
+    let url = DatabaseUrl::parse(&url).map_err(|p| ConfigError::new("DATABASE_URL", p))?;
+    actix_web::rt::System::new().block_on(async move {
+        let (_db, applied) = open_database(&url, PoolOptions { max_size: 1, ..Default::default() }).await?;
+        if applied.is_empty() {
+            println!("{url}: up to date");
+        } else {
+            println!("{url}: applied {}", applied.join(", "));
+        }
+        Ok(())
+    })
+}

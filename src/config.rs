@@ -1,0 +1,457 @@
+//! Configuration (DESIGN §2): read once at start from the environment into typed values.
+//! A missing or bad value is a `ConfigError` naming the variable and what is wrong, one line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+
+use crate::db::DatabaseUrl;
+
+/// `KICC_MALL_ID` in sandbox mode: the example merchant of KICC's test environment (spec 02/06).
+pub const SANDBOX_MALL_ID: &str = "T5102001";
+/// `KICC_SECRET_KEY` in sandbox mode. Only the sandbox knows it; live mode must be given a key.
+pub const SANDBOX_SECRET_KEY: &str = "sandbox-msgauth-key-T5102001";
+pub const SANDBOX_KICCPAY_TID: &str = "T510200101";
+pub const SANDBOX_KICCPAY_SVC_ID: &str = "KICCPAYSBX";
+pub const SANDBOX_KICCPAY_BIZR_NO: &str = "1208147521";
+pub const SANDBOX_KICCPAY_CHANNEL_ID: &str = "SANDBOX-CH-01";
+pub const SANDBOX_KICCPAY_SECRET_KEY: &str = "sandbox-kiccpay-hmac-key";
+pub const SANDBOX_KICCPAY_AES_KEY: &str =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+pub const SANDBOX_KICCPAY_AES_IV: &str = "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf";
+/// KICC's webhook source IPs (spec 04/05): production, development.
+pub const KICC_WEBHOOK_IPS: &str = "203.233.72.66,61.33.205.151";
+
+/// A variable that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self { var, problem: problem.into() }
+    }
+}
+
+/// Where the KICC API is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayMode {
+    /// No `KICC_API_BASE`: the app mounts the sandbox gateway at `/sandbox` and calls it over
+    /// real HTTP at `{PUBLIC_BASE_URL}/sandbox`.
+    Sandbox,
+    /// `KICC_API_BASE` is set (e.g. `https://testpgapi.easypay.co.kr`); the sandbox is never mounted.
+    Live { api_base: String },
+}
+
+/// KICC Pay simple payment settings (spec 03).
+pub struct KiccPayConfig {
+    /// `None`: the same base as the WeChat Pay API.
+    pub api_base: Option<String>,
+    pub tid: String,
+    pub svc_id: String,
+    pub bizr_no: String,
+    pub channel_id: String,
+    pub secret_key: SecretString,
+    pub aes_key: SecretBox<[u8; 32]>,
+    pub aes_iv: [u8; 16],
+    pub window: KiccPayWindow,
+}
+
+impl fmt::Debug for KiccPayConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KiccPayConfig")
+            .field("api_base", &self.api_base)
+            .field("tid", &self.tid)
+            .field("svc_id", &self.svc_id)
+            .field("bizr_no", &self.bizr_no)
+            .field("channel_id", &self.channel_id)
+            .field("secret_key", &"[REDACTED]")
+            .field("aes_key", &"[REDACTED]")
+            .field("aes_iv", &"[REDACTED]")
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+/// Where the shopper authenticates for KICC Pay (`KICCPAY_WINDOW_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KiccPayWindow {
+    /// The sandbox's own window (sandbox mode without `KICCPAY_WINDOW_URL`).
+    Sandbox,
+    Url(String),
+    /// Live mode without `KICCPAY_WINDOW_URL`: KICC Pay is not offered.
+    NotOffered,
+}
+
+/// Everything the app reads from its environment.
+#[derive(Debug)]
+pub struct Config {
+    pub database_url: DatabaseUrl,
+    pub bind_addr: SocketAddr,
+    /// `None`: `http://{the bound address}` (known once the listener is bound).
+    pub public_base_url: Option<String>,
+    pub gateway: GatewayMode,
+    pub mall_id: String,
+    pub secret_key: SecretString,
+    pub kiccpay: KiccPayConfig,
+    pub gateway_timeout: Duration,
+    pub webhook_allowed_ips: Vec<IpNet>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub admin_user: String,
+    pub admin_password: SecretString,
+    /// True when the password was generated at start (sandbox mode): it is printed once.
+    pub admin_password_generated: bool,
+    pub order_expiry: Duration,
+    pub reconcile_interval: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| match std::env::var(var) {
+            Ok(v) => Ok(Some(v)),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(ConfigError::new(var, "is not valid UTF-8"))
+            }
+        })
+    }
+
+    /// Reads variables through `lookup` (tests pass a map). An empty value counts as unset.
+    pub fn from_lookup(
+        lookup: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let get = |var: &'static str| -> Result<Option<String>, ConfigError> {
+            Ok(lookup(var)?.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+        };
+
+        let database_url = DatabaseUrl::parse(
+            get("DATABASE_URL")?.as_deref().unwrap_or("sqlite://data/kicc-checkout.db"),
+        )
+        .map_err(|p| ConfigError::new("DATABASE_URL", p))?;
+
+        let bind_addr = match get("BIND_ADDR")? {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(v) => v.parse().map_err(|_| {
+                ConfigError::new(
+                    "BIND_ADDR",
+                    format!("`{v}` is not an address to listen on (expected IP:PORT, e.g. 127.0.0.1:8080)"),
+                )
+            })?,
+        };
+
+        let public_base_url =
+            get("PUBLIC_BASE_URL")?.map(|v| http_url("PUBLIC_BASE_URL", &v)).transpose()?;
+
+        let gateway = match get("KICC_API_BASE")? {
+            None => GatewayMode::Sandbox,
+            Some(v) => GatewayMode::Live { api_base: http_url("KICC_API_BASE", &v)? },
+        };
+        let sandbox = gateway == GatewayMode::Sandbox;
+        // In sandbox mode a missing credential takes the sandbox's value; live mode refuses.
+        let credential = |var: &'static str, sandbox_value: &str| -> Result<String, ConfigError> {
+            match get(var)? {
+                Some(v) => Ok(v),
+                None if sandbox => Ok(sandbox_value.to_owned()),
+                None => Err(ConfigError::new(var, "is required when KICC_API_BASE is set (live mode)")),
+            }
+        };
+
+        let mall_id = credential("KICC_MALL_ID", SANDBOX_MALL_ID)?;
+        ascii_field("KICC_MALL_ID", &mall_id, 8)?;
+        let secret_key = SecretString::from(credential("KICC_SECRET_KEY", SANDBOX_SECRET_KEY)?);
+
+        let window = match get("KICCPAY_WINDOW_URL")? {
+            Some(v) => KiccPayWindow::Url(http_url("KICCPAY_WINDOW_URL", &v)?),
+            None if sandbox => KiccPayWindow::Sandbox,
+            None => KiccPayWindow::NotOffered,
+        };
+        // KICC Pay credentials are required in live mode only when KICC Pay is offered.
+        let kiccpay_value = |var: &'static str, sandbox_value: &str| -> Result<String, ConfigError> {
+            match (get(var)?, &window) {
+                (Some(v), _) => Ok(v),
+                (None, _) if sandbox => Ok(sandbox_value.to_owned()),
+                (None, KiccPayWindow::NotOffered) => Ok(String::new()),
+                (None, _) => Err(ConfigError::new(
+                    var,
+                    "is required when KICCPAY_WINDOW_URL is set in live mode",
+                )),
+            }
+        };
+        let offered = window != KiccPayWindow::NotOffered;
+        let tid = kiccpay_value("KICCPAY_TID", SANDBOX_KICCPAY_TID)?;
+        let svc_id = kiccpay_value("KICCPAY_SVC_ID", SANDBOX_KICCPAY_SVC_ID)?;
+        let bizr_no = kiccpay_value("KICCPAY_BIZR_NO", SANDBOX_KICCPAY_BIZR_NO)?;
+        let channel_id = kiccpay_value("KICCPAY_CHANNEL_ID", SANDBOX_KICCPAY_CHANNEL_ID)?;
+        let kiccpay_secret = kiccpay_value("KICCPAY_SECRET_KEY", SANDBOX_KICCPAY_SECRET_KEY)?;
+        let aes_key_hex = kiccpay_value("KICCPAY_AES_KEY", SANDBOX_KICCPAY_AES_KEY)?;
+        let aes_iv_hex = kiccpay_value("KICCPAY_AES_IV", SANDBOX_KICCPAY_AES_IV)?;
+        let (aes_key, aes_iv) = if offered {
+            // Field limits of spec 03's reqAprv request.
+            ascii_field("KICCPAY_TID", &tid, 10)?;
+            ascii_field("KICCPAY_SVC_ID", &svc_id, 10)?;
+            if bizr_no.len() != 10 || !bizr_no.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ConfigError::new("KICCPAY_BIZR_NO", "must be the 10-digit business registration number"));
+            }
+            ascii_field("KICCPAY_CHANNEL_ID", &channel_id, 64)?;
+            (hex_bytes::<32>("KICCPAY_AES_KEY", &aes_key_hex)?, hex_bytes::<16>("KICCPAY_AES_IV", &aes_iv_hex)?)
+        } else {
+            ([0; 32], [0; 16])
+        };
+        let kiccpay = KiccPayConfig {
+            api_base: get("KICCPAY_API_BASE")?
+                .map(|v| http_url("KICCPAY_API_BASE", &v))
+                .transpose()?,
+            tid,
+            svc_id,
+            bizr_no,
+            channel_id,
+            secret_key: SecretString::from(kiccpay_secret),
+            aes_key: SecretBox::new(Box::new(aes_key)),
+            aes_iv,
+            window,
+        };
+
+        let gateway_timeout = Duration::from_secs(seconds("KICC_TIMEOUT_SECS", get("KICC_TIMEOUT_SECS")?, 30)?);
+
+        let webhook_allowed_ips = match get("WEBHOOK_ALLOWED_IPS")? {
+            Some(v) => ip_list("WEBHOOK_ALLOWED_IPS", &v)?,
+            None if sandbox => ip_list("WEBHOOK_ALLOWED_IPS", &format!("{KICC_WEBHOOK_IPS},127.0.0.0/8,::1"))?,
+            None => ip_list("WEBHOOK_ALLOWED_IPS", KICC_WEBHOOK_IPS)?,
+        };
+        let trusted_proxies = match get("TRUSTED_PROXIES")? {
+            Some(v) => ip_list("TRUSTED_PROXIES", &v)?,
+            None => Vec::new(),
+        };
+
+        let admin_user = get("ADMIN_USER")?.unwrap_or_else(|| "admin".to_owned());
+        let (admin_password, admin_password_generated) = match get("ADMIN_PASSWORD")? {
+            Some(p) if p.len() < 8 => {
+                return Err(ConfigError::new("ADMIN_PASSWORD", "must be at least 8 characters"));
+            }
+            Some(p) => (SecretString::from(p), false),
+            None if sandbox => (SecretString::from(generate_password()), true),
+            None => {
+                return Err(ConfigError::new("ADMIN_PASSWORD", "is required when KICC_API_BASE is set (live mode)"));
+            }
+        };
+
+        let order_expiry = Duration::from_secs(seconds("ORDER_EXPIRY_SECS", get("ORDER_EXPIRY_SECS")?, 600)?);
+        let reconcile_interval =
+            Duration::from_secs(seconds("RECONCILE_INTERVAL_SECS", get("RECONCILE_INTERVAL_SECS")?, 5)?);
+
+        Ok(Config {
+            database_url,
+            bind_addr,
+            public_base_url,
+            gateway,
+            mall_id,
+            secret_key,
+            kiccpay,
+            gateway_timeout,
+            webhook_allowed_ips,
+            trusted_proxies,
+            admin_user,
+            admin_password,
+            admin_password_generated,
+            order_expiry,
+            reconcile_interval,
+        })
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        self.gateway == GatewayMode::Sandbox
+    }
+
+    /// The generated admin password, to print once at start (sandbox mode only).
+    pub fn generated_admin_password(&self) -> Option<&str> {
+        self.admin_password_generated.then(|| self.admin_password.expose_secret())
+    }
+}
+
+/// An absolute http(s) URL, without a trailing slash.
+fn http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(var, format!("`{value}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(var, format!("`{value}` must be an http:// or https:// URL")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(var, "must not have a query or fragment"));
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+fn ascii_field(var: &'static str, value: &str, max: usize) -> Result<(), ConfigError> {
+    if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(var, format!("must be 1 to {max} ASCII characters without spaces")));
+    }
+    Ok(())
+}
+
+fn hex_bytes<const N: usize>(var: &'static str, value: &str) -> Result<[u8; N], ConfigError> {
+    let bad = || ConfigError::new(var, format!("must be {} hexadecimal characters ({N} bytes)", N * 2));
+    if value.len() != N * 2 || !value.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&value[i * 2..i * 2 + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn seconds(var: &'static str, value: Option<String>, default: u64) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+            _ => Err(ConfigError::new(var, format!("`{v}` is not a number of seconds from 1 to 86400"))),
+        },
+    }
+}
+
+/// A comma list of IP addresses and CIDR blocks; a bare address is a /32 (or /128).
+fn ip_list(var: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::new(var, format!("`{item}` is not an IP address or CIDR block")))
+        })
+        .collect()
+}
+
+/// 20 characters from a v4 UUID's 122 random bits, readable: no 0/O, 1/l.
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"23456789abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ";
+    let a = uuid::Uuid::new_v4();
+    let b = uuid::Uuid::new_v4();
+    a.as_bytes()
+        .iter()
+        .chain(b.as_bytes())
+        .take(20)
+        .map(|byte| ALPHABET[*byte as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<&str, String> = vars.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        Config::from_lookup(|var| Ok(map.get(var).cloned()))
+    }
+
+    #[test]
+    fn defaults_are_the_sandbox() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, DatabaseUrl::parse("sqlite://data/kicc-checkout.db").unwrap());
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
+        assert!(c.is_sandbox());
+        assert_eq!(c.mall_id, "T5102001");
+        assert_eq!(c.gateway_timeout, Duration::from_secs(30));
+        assert_eq!(c.order_expiry, Duration::from_secs(600));
+        assert_eq!(c.reconcile_interval, Duration::from_secs(5));
+        assert_eq!(c.admin_user, "admin");
+        assert_eq!(c.generated_admin_password().map(str::len), Some(20));
+        assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
+        let allowed: Vec<String> = c.webhook_allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["203.233.72.66/32", "61.33.205.151/32", "127.0.0.0/8", "::1/128"]);
+    }
+
+    #[test]
+    fn live_mode_requires_credentials() {
+        let err = config(&[("KICC_API_BASE", "https://testpgapi.easypay.co.kr")]).unwrap_err();
+        assert_eq!(err.var, "KICC_MALL_ID");
+        let err = config(&[
+            ("KICC_API_BASE", "https://testpgapi.easypay.co.kr"),
+            ("KICC_MALL_ID", "T5102001"),
+            ("KICC_SECRET_KEY", "k"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "ADMIN_PASSWORD");
+        let c = config(&[
+            ("KICC_API_BASE", "https://testpgapi.easypay.co.kr/"),
+            ("KICC_MALL_ID", "T5102001"),
+            ("KICC_SECRET_KEY", "k"),
+            ("ADMIN_PASSWORD", "correct horse"),
+        ])
+        .unwrap();
+        assert_eq!(c.gateway, GatewayMode::Live { api_base: "https://testpgapi.easypay.co.kr".into() });
+        assert_eq!(c.kiccpay.window, KiccPayWindow::NotOffered);
+        assert_eq!(c.generated_admin_password(), None);
+        let allowed: Vec<String> = c.webhook_allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["203.233.72.66/32", "61.33.205.151/32"]);
+        // Offering KICC Pay in live mode needs its credentials.
+        let err = config(&[
+            ("KICC_API_BASE", "https://testpgapi.easypay.co.kr"),
+            ("KICC_MALL_ID", "T5102001"),
+            ("KICC_SECRET_KEY", "k"),
+            ("ADMIN_PASSWORD", "correct horse"),
+            ("KICCPAY_WINDOW_URL", "https://pay.example.com/window"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "KICCPAY_TID");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases: &[(&'static str, &str)] = &[
+            ("DATABASE_URL", "mysql://root@localhost/db"),
+            ("DATABASE_URL", "sqlite://"),
+            ("DATABASE_URL", "sqlite://:memory:"),
+            ("BIND_ADDR", "localhost"),
+            ("BIND_ADDR", "127.0.0.1:99999"),
+            ("PUBLIC_BASE_URL", "ftp://example.com"),
+            ("KICC_API_BASE", "not a url"),
+            ("KICC_MALL_ID", "TOO-LONG-ID"),
+            ("KICCPAY_AES_KEY", "00ff"),
+            ("KICCPAY_AES_IV", "zz0102030405060708090a0b0c0d0e0f"),
+            ("KICCPAY_BIZR_NO", "12345"),
+            ("KICC_TIMEOUT_SECS", "0"),
+            ("KICC_TIMEOUT_SECS", "thirty"),
+            ("ORDER_EXPIRY_SECS", "-5"),
+            ("RECONCILE_INTERVAL_SECS", "1.5"),
+            ("WEBHOOK_ALLOWED_IPS", "203.233.72.66,example.com"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("ADMIN_PASSWORD", "short"),
+        ];
+        for (var, value) in cases {
+            let err = config(&[(var, value)]).unwrap_err();
+            assert_eq!(&err.var, var, "{var}={value}: {err}");
+            let line = err.to_string();
+            assert!(line.starts_with(&format!("{var}: ")) && !line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn lists_accept_cidr_and_set_values_are_used_exactly() {
+        let c = config(&[("WEBHOOK_ALLOWED_IPS", " 10.1.0.0/16 , 192.168.1.5"), ("TRUSTED_PROXIES", "10.0.0.1")]).unwrap();
+        let allowed: Vec<String> = c.webhook_allowed_ips.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["10.1.0.0/16", "192.168.1.5/32"]);
+        assert_eq!(c.trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = config(&[("ADMIN_PASSWORD", "hunter2hunter2"), ("KICC_SECRET_KEY", "topsecretkey"),
+            ("DATABASE_URL", "postgres://app:pa55word@db.example.com/shop")]).unwrap();
+        let printed = format!("{c:?}");
+        for secret in ["hunter2hunter2", "topsecretkey", "pa55word", SANDBOX_KICCPAY_SECRET_KEY, SANDBOX_KICCPAY_AES_KEY] {
+            assert!(!printed.contains(secret), "{secret} printed in {printed}");
+        }
+        assert!(printed.contains("postgres://app:***@db.example.com/shop"), "{printed}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Building the app: open and migrate the database, bind the listener, assemble the server.
+//! `Application::build` binds before it returns, so tests can use port 0 and ask `.port()`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Logger, from_fn};
+use actix_web::{App, HttpServer, web};
+
+use crate::config::{Config, ConfigError};
+use crate::db::{DatabaseUrl, Db, DbError, PoolOptions};
+use crate::web::{AppState, Metrics};
+
+/// Why the program could not start: one line, naming the variable at fault where there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("DATABASE_URL: {0}")]
+    Database(DbError),
+    #[error("BIND_ADDR: cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the HTTP server: {0}")]
+    Server(std::io::Error),
+}
+
+/// Opens the database named by the URL and applies pending migrations, off the async executor.
+/// Returns the handle and the migrations applied now.
+pub async fn open_database(
+    url: &DatabaseUrl,
+    options: PoolOptions,
+) -> Result<(Db, Vec<String>), StartupError> {
+    let url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let db = Db::connect(&url, &options)?;
+        let applied = db.migrate()?;
+        Ok((db, applied))
+    })
+    .await
+    .map_err(|_| StartupError::Database(DbError::Cancelled))?
+    .map_err(StartupError::Database)
+}
+
+/// A built, bound, not yet running app.
+pub struct Application {
+    server: Server,
+    addr: SocketAddr,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let (db, applied) = open_database(&config.database_url, PoolOptions::default()).await?;
+        for version in &applied {
+            log::info!("applied migration {version}");
+        }
+        let listener = TcpListener::bind(config.bind_addr)
+            .map_err(|source| StartupError::Bind { addr: config.bind_addr, source })?;
+        let addr = listener.local_addr().map_err(StartupError::Server)?;
+        let base_url = config.public_base_url.clone().unwrap_or_else(|| default_base_url(addr));
+        log::info!("database: {} ({})", config.database_url, db.backend().as_str());
+        log::debug!("configuration: {config:?}");
+
+        let state = web::Data::new(AppState {
+            db,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            base_url,
+        });
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .wrap(from_fn(crate::web::metrics::track))
+                // Method, path (never the query string: a returnUrl GET carries authorizationId),
+                // status, time, peer.
+                .wrap(
+                    Logger::new("%{request}xi %s %Dms peer=%a")
+                        .custom_request_replace("request", |req| format!("{} {}", req.method(), req.path())),
+                )
+                .configure(crate::web::routes)
+                .default_service(web::to(crate::web::not_found))
+        })
+        .listen(listener)
+        .map_err(StartupError::Server)?
+        .run();
+        Ok(Self { server, addr, state })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `PUBLIC_BASE_URL`, or `http://{bound address}`.
+    pub fn base_url(&self) -> &str {
+        &self.state.base_url
+    }
+
+    pub fn state(&self) -> &web::Data<AppState> {
+        &self.state
+    }
+
+    /// Serves until SIGINT/SIGTERM (actix-web stops accepting, then drains in-flight requests).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// `http://{addr}`, with an unspecified address (0.0.0.0, ::) replaced by loopback so the URL
+/// can be called back.
+fn default_base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}

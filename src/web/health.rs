@@ -1,0 +1,28 @@
+//! `GET /healthz` (readiness: the database answers) and `GET /metrics` (Prometheus text).
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+
+/// 200 with the backend when `SELECT 1` succeeds through the pool; 503 otherwise.
+pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let backend = state.db.backend().as_str();
+    match state.db.ping().await {
+        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok", "backend": backend})),
+        Err(e) => {
+            log::warn!("health check failed: {e}");
+            HttpResponse::ServiceUnavailable().json(json!({
+                "status": "unavailable",
+                "database": "unreachable",
+                "backend": backend,
+            }))
+        }
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(prometheus::TEXT_FORMAT)
+        .body(state.metrics.render(&state.db))
+}
