@@ -35,7 +35,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(var: &'static str, problem: impl Into<String>) -> Self {
-        Self { var, problem: problem.into() }
+        Self {
+            var,
+            problem: problem.into(),
+        }
     }
 }
 
@@ -128,11 +131,15 @@ impl Config {
         lookup: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
     ) -> Result<Self, ConfigError> {
         let get = |var: &'static str| -> Result<Option<String>, ConfigError> {
-            Ok(lookup(var)?.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+            Ok(lookup(var)?
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()))
         };
 
         let database_url = DatabaseUrl::parse(
-            get("DATABASE_URL")?.as_deref().unwrap_or("sqlite://data/kicc-checkout.db"),
+            get("DATABASE_URL")?
+                .as_deref()
+                .unwrap_or("sqlite://data/kicc-checkout.db"),
         )
         .map_err(|p| ConfigError::new("DATABASE_URL", p))?;
 
@@ -146,12 +153,15 @@ impl Config {
             })?,
         };
 
-        let public_base_url =
-            get("PUBLIC_BASE_URL")?.map(|v| http_url("PUBLIC_BASE_URL", &v)).transpose()?;
+        let public_base_url = get("PUBLIC_BASE_URL")?
+            .map(|v| http_url("PUBLIC_BASE_URL", &v))
+            .transpose()?;
 
         let gateway = match get("KICC_API_BASE")? {
             None => GatewayMode::Sandbox,
-            Some(v) => GatewayMode::Live { api_base: http_url("KICC_API_BASE", &v)? },
+            Some(v) => GatewayMode::Live {
+                api_base: http_url("KICC_API_BASE", &v)?,
+            },
         };
         let sandbox = gateway == GatewayMode::Sandbox;
         // In sandbox mode a missing credential takes the sandbox's value; live mode refuses.
@@ -159,7 +169,10 @@ impl Config {
             match get(var)? {
                 Some(v) => Ok(v),
                 None if sandbox => Ok(sandbox_value.to_owned()),
-                None => Err(ConfigError::new(var, "is required when KICC_API_BASE is set (live mode)")),
+                None => Err(ConfigError::new(
+                    var,
+                    "is required when KICC_API_BASE is set (live mode)",
+                )),
             }
         };
 
@@ -173,17 +186,18 @@ impl Config {
             None => KiccPayWindow::NotOffered,
         };
         // KICC Pay credentials are required in live mode only when KICC Pay is offered.
-        let kiccpay_value = |var: &'static str, sandbox_value: &str| -> Result<String, ConfigError> {
-            match (get(var)?, &window) {
-                (Some(v), _) => Ok(v),
-                (None, _) if sandbox => Ok(sandbox_value.to_owned()),
-                (None, KiccPayWindow::NotOffered) => Ok(String::new()),
-                (None, _) => Err(ConfigError::new(
-                    var,
-                    "is required when KICCPAY_WINDOW_URL is set in live mode",
-                )),
-            }
-        };
+        let kiccpay_value =
+            |var: &'static str, sandbox_value: &str| -> Result<String, ConfigError> {
+                match (get(var)?, &window) {
+                    (Some(v), _) => Ok(v),
+                    (None, _) if sandbox => Ok(sandbox_value.to_owned()),
+                    (None, KiccPayWindow::NotOffered) => Ok(String::new()),
+                    (None, _) => Err(ConfigError::new(
+                        var,
+                        "is required when KICCPAY_WINDOW_URL is set in live mode",
+                    )),
+                }
+            };
         let offered = window != KiccPayWindow::NotOffered;
         let tid = kiccpay_value("KICCPAY_TID", SANDBOX_KICCPAY_TID)?;
         let svc_id = kiccpay_value("KICCPAY_SVC_ID", SANDBOX_KICCPAY_SVC_ID)?;
@@ -197,10 +211,16 @@ impl Config {
             ascii_field("KICCPAY_TID", &tid, 10)?;
             ascii_field("KICCPAY_SVC_ID", &svc_id, 10)?;
             if bizr_no.len() != 10 || !bizr_no.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ConfigError::new("KICCPAY_BIZR_NO", "must be the 10-digit business registration number"));
+                return Err(ConfigError::new(
+                    "KICCPAY_BIZR_NO",
+                    "must be the 10-digit business registration number",
+                ));
             }
             ascii_field("KICCPAY_CHANNEL_ID", &channel_id, 64)?;
-            (hex_bytes::<32>("KICCPAY_AES_KEY", &aes_key_hex)?, hex_bytes::<16>("KICCPAY_AES_IV", &aes_iv_hex)?)
+            (
+                hex_bytes::<32>("KICCPAY_AES_KEY", &aes_key_hex)?,
+                hex_bytes::<16>("KICCPAY_AES_IV", &aes_iv_hex)?,
+            )
         } else {
             ([0; 32], [0; 16])
         };
@@ -218,11 +238,15 @@ impl Config {
             window,
         };
 
-        let gateway_timeout = Duration::from_secs(seconds("KICC_TIMEOUT_SECS", get("KICC_TIMEOUT_SECS")?, 30)?);
+        let gateway_timeout =
+            Duration::from_secs(seconds("KICC_TIMEOUT_SECS", get("KICC_TIMEOUT_SECS")?, 30)?);
 
         let webhook_allowed_ips = match get("WEBHOOK_ALLOWED_IPS")? {
             Some(v) => ip_list("WEBHOOK_ALLOWED_IPS", &v)?,
-            None if sandbox => ip_list("WEBHOOK_ALLOWED_IPS", &format!("{KICC_WEBHOOK_IPS},127.0.0.0/8,::1"))?,
+            None if sandbox => ip_list(
+                "WEBHOOK_ALLOWED_IPS",
+                &format!("{KICC_WEBHOOK_IPS},127.0.0.0/8,::1"),
+            )?,
             None => ip_list("WEBHOOK_ALLOWED_IPS", KICC_WEBHOOK_IPS)?,
         };
         let trusted_proxies = match get("TRUSTED_PROXIES")? {
@@ -233,18 +257,31 @@ impl Config {
         let admin_user = get("ADMIN_USER")?.unwrap_or_else(|| "admin".to_owned());
         let (admin_password, admin_password_generated) = match get("ADMIN_PASSWORD")? {
             Some(p) if p.len() < 8 => {
-                return Err(ConfigError::new("ADMIN_PASSWORD", "must be at least 8 characters"));
+                return Err(ConfigError::new(
+                    "ADMIN_PASSWORD",
+                    "must be at least 8 characters",
+                ));
             }
             Some(p) => (SecretString::from(p), false),
             None if sandbox => (SecretString::from(generate_password()), true),
             None => {
-                return Err(ConfigError::new("ADMIN_PASSWORD", "is required when KICC_API_BASE is set (live mode)"));
+                return Err(ConfigError::new(
+                    "ADMIN_PASSWORD",
+                    "is required when KICC_API_BASE is set (live mode)",
+                ));
             }
         };
 
-        let order_expiry = Duration::from_secs(seconds("ORDER_EXPIRY_SECS", get("ORDER_EXPIRY_SECS")?, 600)?);
-        let reconcile_interval =
-            Duration::from_secs(seconds("RECONCILE_INTERVAL_SECS", get("RECONCILE_INTERVAL_SECS")?, 5)?);
+        let order_expiry = Duration::from_secs(seconds(
+            "ORDER_EXPIRY_SECS",
+            get("ORDER_EXPIRY_SECS")?,
+            600,
+        )?);
+        let reconcile_interval = Duration::from_secs(seconds(
+            "RECONCILE_INTERVAL_SECS",
+            get("RECONCILE_INTERVAL_SECS")?,
+            5,
+        )?);
 
         Ok(Config {
             database_url,
@@ -271,7 +308,8 @@ impl Config {
 
     /// The generated admin password, to print once at start (sandbox mode only).
     pub fn generated_admin_password(&self) -> Option<&str> {
-        self.admin_password_generated.then(|| self.admin_password.expose_secret())
+        self.admin_password_generated
+            .then(|| self.admin_password.expose_secret())
     }
 }
 
@@ -280,7 +318,10 @@ fn http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
     let url = url::Url::parse(value)
         .map_err(|e| ConfigError::new(var, format!("`{value}` is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError::new(var, format!("`{value}` must be an http:// or https:// URL")));
+        return Err(ConfigError::new(
+            var,
+            format!("`{value}` must be an http:// or https:// URL"),
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(var, "must not have a query or fragment"));
@@ -290,13 +331,21 @@ fn http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
 
 fn ascii_field(var: &'static str, value: &str, max: usize) -> Result<(), ConfigError> {
     if value.is_empty() || value.len() > max || !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ConfigError::new(var, format!("must be 1 to {max} ASCII characters without spaces")));
+        return Err(ConfigError::new(
+            var,
+            format!("must be 1 to {max} ASCII characters without spaces"),
+        ));
     }
     Ok(())
 }
 
 fn hex_bytes<const N: usize>(var: &'static str, value: &str) -> Result<[u8; N], ConfigError> {
-    let bad = || ConfigError::new(var, format!("must be {} hexadecimal characters ({N} bytes)", N * 2));
+    let bad = || {
+        ConfigError::new(
+            var,
+            format!("must be {} hexadecimal characters ({N} bytes)", N * 2),
+        )
+    };
     if value.len() != N * 2 || !value.is_ascii() {
         return Err(bad());
     }
@@ -312,7 +361,10 @@ fn seconds(var: &'static str, value: Option<String>, default: u64) -> Result<u64
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if (1..=86_400).contains(&n) => Ok(n),
-            _ => Err(ConfigError::new(var, format!("`{v}` is not a number of seconds from 1 to 86400"))),
+            _ => Err(ConfigError::new(
+                var,
+                format!("`{v}` is not a number of seconds from 1 to 86400"),
+            )),
         },
     }
 }
@@ -326,7 +378,9 @@ fn ip_list(var: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigError> {
         .map(|item| {
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| ConfigError::new(var, format!("`{item}` is not an IP address or CIDR block")))
+                .map_err(|_| {
+                    ConfigError::new(var, format!("`{item}` is not an IP address or CIDR block"))
+                })
         })
         .collect()
 }
@@ -357,7 +411,10 @@ mod tests {
     #[test]
     fn defaults_are_the_sandbox() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.database_url, DatabaseUrl::parse("sqlite://data/kicc-checkout.db").unwrap());
+        assert_eq!(
+            c.database_url,
+            DatabaseUrl::parse("sqlite://data/kicc-checkout.db").unwrap()
+        );
         assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8080");
         assert!(c.is_sandbox());
         assert_eq!(c.mall_id, "T5102001");
@@ -367,8 +424,20 @@ mod tests {
         assert_eq!(c.admin_user, "admin");
         assert_eq!(c.generated_admin_password().map(str::len), Some(20));
         assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
-        let allowed: Vec<String> = c.webhook_allowed_ips.iter().map(ToString::to_string).collect();
-        assert_eq!(allowed, ["203.233.72.66/32", "61.33.205.151/32", "127.0.0.0/8", "::1/128"]);
+        let allowed: Vec<String> = c
+            .webhook_allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                "203.233.72.66/32",
+                "61.33.205.151/32",
+                "127.0.0.0/8",
+                "::1/128"
+            ]
+        );
     }
 
     #[test]
@@ -389,10 +458,19 @@ mod tests {
             ("ADMIN_PASSWORD", "correct horse"),
         ])
         .unwrap();
-        assert_eq!(c.gateway, GatewayMode::Live { api_base: "https://testpgapi.easypay.co.kr".into() });
+        assert_eq!(
+            c.gateway,
+            GatewayMode::Live {
+                api_base: "https://testpgapi.easypay.co.kr".into()
+            }
+        );
         assert_eq!(c.kiccpay.window, KiccPayWindow::NotOffered);
         assert_eq!(c.generated_admin_password(), None);
-        let allowed: Vec<String> = c.webhook_allowed_ips.iter().map(ToString::to_string).collect();
+        let allowed: Vec<String> = c
+            .webhook_allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(allowed, ["203.233.72.66/32", "61.33.205.151/32"]);
         // Offering KICC Pay in live mode needs its credentials.
         let err = config(&[
@@ -432,26 +510,53 @@ mod tests {
             let err = config(&[(var, value)]).unwrap_err();
             assert_eq!(&err.var, var, "{var}={value}: {err}");
             let line = err.to_string();
-            assert!(line.starts_with(&format!("{var}: ")) && !line.contains('\n'), "{line}");
+            assert!(
+                line.starts_with(&format!("{var}: ")) && !line.contains('\n'),
+                "{line}"
+            );
         }
     }
 
     #[test]
     fn lists_accept_cidr_and_set_values_are_used_exactly() {
-        let c = config(&[("WEBHOOK_ALLOWED_IPS", " 10.1.0.0/16 , 192.168.1.5"), ("TRUSTED_PROXIES", "10.0.0.1")]).unwrap();
-        let allowed: Vec<String> = c.webhook_allowed_ips.iter().map(ToString::to_string).collect();
+        let c = config(&[
+            ("WEBHOOK_ALLOWED_IPS", " 10.1.0.0/16 , 192.168.1.5"),
+            ("TRUSTED_PROXIES", "10.0.0.1"),
+        ])
+        .unwrap();
+        let allowed: Vec<String> = c
+            .webhook_allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(allowed, ["10.1.0.0/16", "192.168.1.5/32"]);
         assert_eq!(c.trusted_proxies.len(), 1);
     }
 
     #[test]
     fn secrets_never_print() {
-        let c = config(&[("ADMIN_PASSWORD", "hunter2hunter2"), ("KICC_SECRET_KEY", "topsecretkey"),
-            ("DATABASE_URL", "postgres://app:pa55word@db.example.com/shop")]).unwrap();
+        let c = config(&[
+            ("ADMIN_PASSWORD", "hunter2hunter2"),
+            ("KICC_SECRET_KEY", "topsecretkey"),
+            (
+                "DATABASE_URL",
+                "postgres://app:pa55word@db.example.com/shop",
+            ),
+        ])
+        .unwrap();
         let printed = format!("{c:?}");
-        for secret in ["hunter2hunter2", "topsecretkey", "pa55word", SANDBOX_KICCPAY_SECRET_KEY, SANDBOX_KICCPAY_AES_KEY] {
+        for secret in [
+            "hunter2hunter2",
+            "topsecretkey",
+            "pa55word",
+            SANDBOX_KICCPAY_SECRET_KEY,
+            SANDBOX_KICCPAY_AES_KEY,
+        ] {
             assert!(!printed.contains(secret), "{secret} printed in {printed}");
         }
-        assert!(printed.contains("postgres://app:***@db.example.com/shop"), "{printed}");
+        assert!(
+            printed.contains("postgres://app:***@db.example.com/shop"),
+            "{printed}"
+        );
     }
 }

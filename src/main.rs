@@ -8,7 +8,11 @@ use kicc_checkout::db::{DatabaseUrl, PoolOptions};
 use kicc_checkout::startup::{Application, StartupError, open_database};
 
 #[derive(Parser)]
-#[command(name = "kicc-checkout", version, about = "Merchant checkout for the KICC (EasyPay) gateway")]
+#[command(
+    name = "kicc-checkout",
+    version,
+    about = "Merchant checkout for the KICC (EasyPay) gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -33,7 +37,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, naming the variable at fault.
-            let line = error.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            let line = error
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             eprintln!("kicc-checkout: {line}");
             ExitCode::FAILURE
         }
@@ -48,7 +56,10 @@ fn serve() -> Result<(), StartupError> {
         let sandbox = config.is_sandbox();
         let app = Application::build(config).await?;
         let base = app.base_url().to_owned();
-        println!("kicc-checkout listening on http://{} (public base {base})", app.local_addr());
+        println!(
+            "kicc-checkout listening on http://{} (public base {base})",
+            app.local_addr()
+        );
         if sandbox {
             println!("Gateway: built-in sandbox (no KICC credentials set; no money moves)");
         }
@@ -61,10 +72,21 @@ fn serve() -> Result<(), StartupError> {
 }
 
 fn migrate() -> Result<(), StartupError> {
-    let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite://data/kicc-checkout.db".into());
+    // Only the database matters here; like `serve`, an empty value counts as unset.
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "sqlite://data/kicc-checkout.db".into());
     let url = DatabaseUrl::parse(&url).map_err(|p| ConfigError::new("DATABASE_URL", p))?;
     actix_web::rt::System::new().block_on(async move {
-        let (_db, applied) = open_database(&url, PoolOptions { max_size: 1, ..Default::default() }).await?;
+        let (_db, applied) = open_database(
+            &url,
+            PoolOptions {
+                max_size: 1,
+                ..Default::default()
+            },
+        )
+        .await?;
         if applied.is_empty() {
             println!("{url}: up to date");
         } else {

@@ -20,7 +20,10 @@ pub enum StartupError {
     #[error("DATABASE_URL: {0}")]
     Database(DbError),
     #[error("BIND_ADDR: cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot start the HTTP server: {0}")]
     Server(std::io::Error),
 }
@@ -51,15 +54,26 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // Bind first: an address that is taken stops the start before the database is touched.
+        let listener =
+            TcpListener::bind(config.bind_addr).map_err(|source| StartupError::Bind {
+                addr: config.bind_addr,
+                source,
+            })?;
         let (db, applied) = open_database(&config.database_url, PoolOptions::default()).await?;
         for version in &applied {
             log::info!("applied migration {version}");
         }
-        let listener = TcpListener::bind(config.bind_addr)
-            .map_err(|source| StartupError::Bind { addr: config.bind_addr, source })?;
         let addr = listener.local_addr().map_err(StartupError::Server)?;
-        let base_url = config.public_base_url.clone().unwrap_or_else(|| default_base_url(addr));
-        log::info!("database: {} ({})", config.database_url, db.backend().as_str());
+        let base_url = config
+            .public_base_url
+            .clone()
+            .unwrap_or_else(|| default_base_url(addr));
+        log::info!(
+            "database: {} ({})",
+            config.database_url,
+            db.backend().as_str()
+        );
         log::debug!("configuration: {config:?}");
 
         let state = web::Data::new(AppState {
@@ -77,7 +91,9 @@ impl Application {
                 // status, time, peer.
                 .wrap(
                     Logger::new("%{request}xi %s %Dms peer=%a")
-                        .custom_request_replace("request", |req| format!("{} {}", req.method(), req.path())),
+                        .custom_request_replace("request", |req| {
+                            format!("{} {}", req.method(), req.path())
+                        }),
                 )
                 .configure(crate::web::routes)
                 .default_service(web::to(crate::web::not_found))
@@ -85,7 +101,11 @@ impl Application {
         .listen(listener)
         .map_err(StartupError::Server)?
         .run();
-        Ok(Self { server, addr, state })
+        Ok(Self {
+            server,
+            addr,
+            state,
+        })
     }
 
     pub fn port(&self) -> u16 {

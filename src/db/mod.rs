@@ -46,7 +46,7 @@ pub enum DbError {
     NotFound,
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
-    #[error("database task was cancelled")]
+    #[error("database task did not finish (panicked or cancelled)")]
     Cancelled,
 }
 
@@ -89,7 +89,10 @@ pub enum DatabaseUrl {
 
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             if path.is_empty() {
                 return Err("the SQLite path is empty (expected sqlite://PATH)".into());
             }
@@ -159,16 +162,19 @@ const SQLITE_CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 fn one_line(s: impl fmt::Display) -> String {
-    s.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    s.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Manager {
     fn open(url: &DatabaseUrl) -> Result<AnyConnection, DbError> {
         match url {
             DatabaseUrl::Sqlite(path) => {
-                let path = path.to_str().ok_or_else(|| {
-                    DbError::Connect("the SQLite path is not valid UTF-8".into())
-                })?;
+                let path = path
+                    .to_str()
+                    .ok_or_else(|| DbError::Connect("the SQLite path is not valid UTF-8".into()))?;
                 let mut conn = SqliteConnection::establish(path)
                     .map_err(|e| DbError::Connect(format!("{path}: {}", one_line(e))))?;
                 conn.batch_execute(SQLITE_CONNECTION_PRAGMAS)?;
@@ -211,7 +217,10 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { max_size: 8, connection_timeout: Duration::from_secs(5) }
+        Self {
+            max_size: 8,
+            connection_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -224,7 +233,9 @@ pub struct Db {
 
 impl fmt::Debug for Db {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Db").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -243,10 +254,16 @@ impl Db {
             .max_size(options.max_size)
             .min_idle(Some(options.max_size.min(2)))
             .connection_timeout(options.connection_timeout)
-            .test_on_check_out(false)
+            // A PostgreSQL connection can die under us (server restart, failover); r2d2 checks
+            // it with `SELECT 1` when handed out and replaces a dead one. A SQLite file cannot,
+            // so SQLite skips the round trip.
+            .test_on_check_out(url.backend() == Backend::Postgres)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build(Manager { url: url.clone() })?;
-        Ok(Self { pool, backend: url.backend() })
+        Ok(Self {
+            pool,
+            backend: url.backend(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -261,7 +278,11 @@ impl Db {
     /// Pool state for `/metrics`: (open connections, idle connections, max size).
     pub fn pool_state(&self) -> (u32, u32, u32) {
         let state = self.pool.state();
-        (state.connections, state.idle_connections, self.pool.max_size())
+        (
+            state.connections,
+            state.idle_connections,
+            self.pool.max_size(),
+        )
     }
 
     /// Runs pending migrations; returns the versions applied.
@@ -283,12 +304,19 @@ impl Db {
             f(&mut conn)
         })
         .await
-        .map_err(|e| if e.is_panic() { std::panic::resume_unwind(e.into_panic()) } else { DbError::Cancelled })?
+        .map_err(|e| {
+            // A panic in a repository function is a bug; it becomes a 500, not a dead worker.
+            if e.is_panic() {
+                log::error!("database task panicked: {e}");
+            }
+            DbError::Cancelled
+        })?
     }
 
     /// `SELECT 1` through the pool: the readiness check.
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from)).await
+        self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
+            .await
     }
 }
 
@@ -299,7 +327,10 @@ impl Db {
 fn prepare_sqlite_file(path: &Path) -> Result<(), DbError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
-            DbError::Connect(format!("cannot create the folder {}: {e}", parent.display()))
+            DbError::Connect(format!(
+                "cannot create the folder {}: {e}",
+                parent.display()
+            ))
         })?;
     }
     let mut conn = Manager::open(&DatabaseUrl::Sqlite(path.to_owned()))?;
@@ -311,7 +342,7 @@ fn prepare_sqlite_file(path: &Path) -> Result<(), DbError> {
 /// Applies the embedded migrations of the connection's backend. On PostgreSQL an advisory lock
 /// serialises instances that start at the same moment against one database.
 pub fn run_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> {
-    const MIGRATION_LOCK: i64 = 0x6b69_6363_6d69_67; // "kiccmig"
+    const MIGRATION_LOCK: i64 = 0x006b_6963_636d_6967; // "kiccmig"
     let applied = match conn {
         AnyConnection::Sqlite(c) => c
             .run_pending_migrations(SQLITE_MIGRATIONS)

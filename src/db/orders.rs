@@ -49,9 +49,8 @@ impl TryFrom<OrderRow> for Order {
 
     fn try_from(row: OrderRow) -> Result<Self, DbError> {
         let id = row.id;
-        let corrupt = move |e: crate::domain::ValidationError| {
-            DbError::Corrupt(format!("order {id}: {e}"))
-        };
+        let corrupt =
+            move |e: crate::domain::ValidationError| DbError::Corrupt(format!("order {id}: {e}"));
         let currency: Currency = row.currency.parse().map_err(corrupt)?;
         Ok(Order {
             id,
@@ -66,7 +65,12 @@ impl TryFrom<OrderRow> for Order {
             customer_mail: row.customer_mail,
             customer_contact_no: row.customer_contact_no,
             customer_addr: row.customer_addr,
-            trade_type: row.trade_type.as_deref().map(str::parse).transpose().map_err(corrupt)?,
+            trade_type: row
+                .trade_type
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(corrupt)?,
             pg_cno: row.pg_cno,
             payment_page_url: row.payment_page_url,
             approval_no: row.approval_no,
@@ -146,11 +150,13 @@ impl NewOrder {
             .lines
             .first()
             .ok_or_else(|| DbError::Corrupt("an order needs at least one line".into()))?;
-        self.lines.iter().try_fold(Money::zero(first.unit_price.currency()), |sum, line| {
-            sum.checked_add(line.line_total).ok_or_else(|| {
-                DbError::Corrupt("order lines mix currencies or overflow".into())
+        self.lines
+            .iter()
+            .try_fold(Money::zero(first.unit_price.currency()), |sum, line| {
+                sum.checked_add(line.line_total).ok_or_else(|| {
+                    DbError::Corrupt("order lines mix currencies or overflow".into())
+                })
             })
-        })
     }
 }
 
@@ -277,8 +283,11 @@ pub fn lines(conn: &mut AnyConnection, order: &Order) -> Result<Vec<OrderLine>, 
 /// The order's timeline (status transitions and notes), oldest first.
 pub fn timeline(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<TimelineEntry>, DbError> {
     let parse = |s: Option<String>| -> Result<Option<OrderStatus>, DbError> {
-        s.map(|s| s.parse().map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}"))))
-            .transpose()
+        s.map(|s| {
+            s.parse()
+                .map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}")))
+        })
+        .transpose()
     };
     order_events::table
         .filter(order_events::order_id.eq(order_id))
@@ -291,7 +300,14 @@ pub fn timeline(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<TimelineE
             order_events::cause,
             order_events::created_at,
         ))
-        .load::<(i64, String, Option<String>, Option<String>, String, NaiveDateTime)>(conn)?
+        .load::<(
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            NaiveDateTime,
+        )>(conn)?
         .into_iter()
         .map(|(id, event, from, to, cause, created_at)| {
             Ok(TimelineEntry {
@@ -356,7 +372,12 @@ pub struct Transition {
 }
 
 impl Transition {
-    pub fn new(order_id: i64, expected: OrderStatus, event: OrderEvent, cause: impl Into<String>) -> Self {
+    pub fn new(
+        order_id: i64,
+        expected: OrderStatus,
+        event: OrderEvent,
+        cause: impl Into<String>,
+    ) -> Self {
         Self {
             order_id,
             expected,
@@ -382,7 +403,11 @@ impl Transition {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransitionOutcome {
     /// This call moved the order; `event_id` is its timeline row.
-    Applied { from: OrderStatus, to: OrderStatus, event_id: i64 },
+    Applied {
+        from: OrderStatus,
+        to: OrderStatus,
+        event_id: i64,
+    },
     /// The order was no longer in the expected status (or cancelled amount): someone else moved
     /// it first. Nothing was written.
     Lost { current: OrderStatus },
@@ -409,18 +434,22 @@ pub fn transition(conn: &mut AnyConnection, t: &Transition) -> Result<Transition
             .filter(orders::id.eq(t.order_id))
             .filter(orders::status.eq(t.expected.as_str()));
         let updated = match t.cancelled_amount {
-            Some((expected_cancelled, new_cancelled)) => diesel::update(
-                target.filter(orders::cancelled_amount.eq(expected_cancelled)),
-            )
-            .set((
-                orders::status.eq(to.as_str()),
-                orders::updated_at.eq(at),
-                orders::cancelled_amount.eq(new_cancelled),
-                &t.patch,
-            ))
-            .execute(conn)?,
+            Some((expected_cancelled, new_cancelled)) => {
+                diesel::update(target.filter(orders::cancelled_amount.eq(expected_cancelled)))
+                    .set((
+                        orders::status.eq(to.as_str()),
+                        orders::updated_at.eq(at),
+                        orders::cancelled_amount.eq(new_cancelled),
+                        &t.patch,
+                    ))
+                    .execute(conn)?
+            }
             None => diesel::update(target)
-                .set((orders::status.eq(to.as_str()), orders::updated_at.eq(at), &t.patch))
+                .set((
+                    orders::status.eq(to.as_str()),
+                    orders::updated_at.eq(at),
+                    &t.patch,
+                ))
                 .execute(conn)?,
         };
         if updated == 0 {
@@ -446,6 +475,10 @@ pub fn transition(conn: &mut AnyConnection, t: &Transition) -> Result<Transition
             })
             .returning(order_events::id)
             .get_result(conn)?;
-        Ok(TransitionOutcome::Applied { from: t.expected, to, event_id })
+        Ok(TransitionOutcome::Applied {
+            from: t.expected,
+            to,
+            event_id,
+        })
     })
 }

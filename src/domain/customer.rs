@@ -57,7 +57,10 @@ impl CustomerId {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         let s = required("customerId", s)?;
         if !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ValidationError::new("customerId", "may contain only ASCII letters, digits and symbols"));
+            return Err(ValidationError::new(
+                "customerId",
+                "may contain only ASCII letters, digits and symbols",
+            ));
         }
         check_kicc_text("customerId", &s, 20)?;
         Ok(Self(s))
@@ -89,7 +92,10 @@ impl CustomerMail {
             None => false,
         };
         if !valid {
-            return Err(ValidationError::new("customerMail", "is not an email address"));
+            return Err(ValidationError::new(
+                "customerMail",
+                "is not an email address",
+            ));
         }
         Ok(Self(s))
     }
@@ -101,7 +107,10 @@ impl CustomerContactNo {
         let s = required("customerContactNo", s)?;
         let digits: String = s.chars().filter(|c| !matches!(c, '-' | ' ')).collect();
         if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ValidationError::new("customerContactNo", "may contain digits only"));
+            return Err(ValidationError::new(
+                "customerContactNo",
+                "may contain digits only",
+            ));
         }
         if !(8..=11).contains(&digits.len()) {
             return Err(ValidationError::new(
@@ -147,9 +156,13 @@ impl Customer {
         let contact_no = CustomerContactNo::parse(contact_no);
         let addr = CustomerAddr::parse(addr);
         match (id, name, mail, contact_no, addr) {
-            (Ok(id), Ok(name), Ok(mail), Ok(contact_no), Ok(addr)) => {
-                Ok(Self { id, name, mail, contact_no, addr })
-            }
+            (Ok(id), Ok(name), Ok(mail), Ok(contact_no), Ok(addr)) => Ok(Self {
+                id,
+                name,
+                mail,
+                contact_no,
+                addr,
+            }),
             (id, name, mail, contact_no, addr) => Err([
                 id.err(),
                 name.err(),
@@ -185,7 +198,10 @@ mod tests {
 
     #[test]
     fn contact_number_is_digits() {
-        assert_eq!(CustomerContactNo::parse("010-1234-5678").unwrap().as_str(), "01012345678");
+        assert_eq!(
+            CustomerContactNo::parse("010-1234-5678").unwrap().as_str(),
+            "01012345678"
+        );
         assert!(CustomerContactNo::parse("+821012345678").is_err());
         assert!(CustomerContactNo::parse("010123456789").is_err());
         assert!(CustomerContactNo::parse("0101234").is_err());
@@ -195,7 +211,15 @@ mod tests {
     #[test]
     fn mail_must_look_like_an_address() {
         assert!(CustomerMail::parse("test@email.com").is_ok());
-        for bad in ["", "test", "a@b", "a@@b.com", "@b.com", "a b@c.com", "a@b.com."] {
+        for bad in [
+            "",
+            "test",
+            "a@b",
+            "a@@b.com",
+            "@b.com",
+            "a b@c.com",
+            "a@b.com.",
+        ] {
             assert!(CustomerMail::parse(bad).is_err(), "{bad}");
         }
     }
@@ -204,8 +228,17 @@ mod tests {
     fn customer_collects_every_problem() {
         let errors = Customer::parse("User123", "", "nope", "12", "Seoul").unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
-        assert_eq!(fields, ["customerName", "customerMail", "customerContactNo"]);
-        let ok = Customer::parse("User123", "John Doe", "test@email.com", "01012345678", "Seoul, Korea");
+        assert_eq!(
+            fields,
+            ["customerName", "customerMail", "customerContactNo"]
+        );
+        let ok = Customer::parse(
+            "User123",
+            "John Doe",
+            "test@email.com",
+            "01012345678",
+            "Seoul, Korea",
+        );
         assert!(ok.is_ok());
     }
 }

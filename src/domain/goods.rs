@@ -64,7 +64,10 @@ mod tests {
 
     #[test]
     fn accepts_english_up_to_100_bytes() {
-        assert_eq!(GoodsName::parse(" Classic Tee ").unwrap().as_str(), "Classic Tee");
+        assert_eq!(
+            GoodsName::parse(" Classic Tee ").unwrap().as_str(),
+            "Classic Tee"
+        );
         assert!(GoodsName::parse(&"x".repeat(100)).is_ok());
         assert!(GoodsName::parse(&"x".repeat(101)).is_err());
     }
@@ -79,7 +82,10 @@ mod tests {
     #[test]
     fn cart_names_fit() {
         assert_eq!(GoodsName::for_cart(["Mug"]).unwrap().as_str(), "Mug");
-        assert_eq!(GoodsName::for_cart(["Mug", "Tee", "Cap"]).unwrap().as_str(), "Mug and 2 more");
+        assert_eq!(
+            GoodsName::for_cart(["Mug", "Tee", "Cap"]).unwrap().as_str(),
+            "Mug and 2 more"
+        );
         let long = "L".repeat(150);
         let name = GoodsName::for_cart([long.as_str(), "Tee"]).unwrap();
         assert!(name.as_str().len() <= 100);

@@ -13,7 +13,9 @@ mod payment;
 mod status;
 
 pub use catalog::Product;
-pub use customer::{Customer, CustomerAddr, CustomerContactNo, CustomerId, CustomerMail, CustomerName};
+pub use customer::{
+    Customer, CustomerAddr, CustomerContactNo, CustomerId, CustomerMail, CustomerName,
+};
 pub use goods::GoodsName;
 pub use money::{Currency, Money};
 pub use order::{Order, OrderLine, TimelineEntry};
@@ -31,7 +33,10 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -46,14 +51,23 @@ pub(crate) fn check_kicc_text(
     if value.len() > max_bytes {
         return Err(ValidationError::new(
             field,
-            format!("is {} bytes long; KICC accepts at most {max_bytes}", value.len()),
+            format!(
+                "is {} bytes long; KICC accepts at most {max_bytes}",
+                value.len()
+            ),
         ));
     }
     if value.chars().any(char::is_control) {
-        return Err(ValidationError::new(field, "must not contain control characters"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     if value.contains('|') {
-        return Err(ValidationError::new(field, "must not contain the character |"));
+        return Err(ValidationError::new(
+            field,
+            "must not contain the character |",
+        ));
     }
     Ok(())
 }

@@ -111,7 +111,10 @@ impl Money {
         if frac.len() > digits {
             return Err(ValidationError::new(
                 "amount",
-                format!("{} has at most {digits} digits after the point", currency.code()),
+                format!(
+                    "{} has at most {digits} digits after the point",
+                    currency.code()
+                ),
             ));
         }
         let scale = 10i64.pow(currency.minor_digits());
@@ -143,14 +146,20 @@ impl Money {
     /// Sum of two amounts of the same currency; `None` on a currency mix or overflow.
     pub fn checked_add(self, other: Money) -> Option<Money> {
         (self.currency == other.currency).then_some(())?;
-        Some(Money { minor: self.minor.checked_add(other.minor)?, currency: self.currency })
+        Some(Money {
+            minor: self.minor.checked_add(other.minor)?,
+            currency: self.currency,
+        })
     }
 
     /// Difference of two amounts of the same currency; `None` on a mix or if it would go below 0.
     pub fn checked_sub(self, other: Money) -> Option<Money> {
         (self.currency == other.currency).then_some(())?;
         let minor = self.minor.checked_sub(other.minor)?;
-        (minor >= 0).then_some(Money { minor, currency: self.currency })
+        (minor >= 0).then_some(Money {
+            minor,
+            currency: self.currency,
+        })
     }
 
     /// The amount times a quantity (a cart line); `None` on overflow.
@@ -158,7 +167,10 @@ impl Money {
         if quantity < 0 {
             return None;
         }
-        Some(Money { minor: self.minor.checked_mul(quantity)?, currency: self.currency })
+        Some(Money {
+            minor: self.minor.checked_mul(quantity)?,
+            currency: self.currency,
+        })
     }
 
     /// The amount without symbol, grouped: `12,000` or `12.03`.
@@ -183,7 +195,7 @@ fn group_thousands(n: i64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -197,15 +209,34 @@ mod tests {
 
     #[test]
     fn formats_per_currency() {
-        assert_eq!(Money::from_minor(12000, Currency::Krw).unwrap().to_string(), "₩12,000");
-        assert_eq!(Money::from_minor(1203, Currency::Usd).unwrap().to_string(), "$12.03");
-        assert_eq!(Money::from_minor(5, Currency::Usd).unwrap().to_string(), "$0.05");
-        assert_eq!(Money::from_minor(0, Currency::Krw).unwrap().to_string(), "₩0");
         assert_eq!(
-            Money::from_minor(1_234_567_890, Currency::Krw).unwrap().to_string(),
+            Money::from_minor(12000, Currency::Krw).unwrap().to_string(),
+            "₩12,000"
+        );
+        assert_eq!(
+            Money::from_minor(1203, Currency::Usd).unwrap().to_string(),
+            "$12.03"
+        );
+        assert_eq!(
+            Money::from_minor(5, Currency::Usd).unwrap().to_string(),
+            "$0.05"
+        );
+        assert_eq!(
+            Money::from_minor(0, Currency::Krw).unwrap().to_string(),
+            "₩0"
+        );
+        assert_eq!(
+            Money::from_minor(1_234_567_890, Currency::Krw)
+                .unwrap()
+                .to_string(),
             "₩1,234,567,890"
         );
-        assert_eq!(Money::from_minor(100_000, Currency::Usd).unwrap().to_string(), "$1,000.00");
+        assert_eq!(
+            Money::from_minor(100_000, Currency::Usd)
+                .unwrap()
+                .to_string(),
+            "$1,000.00"
+        );
     }
 
     #[test]
@@ -231,7 +262,12 @@ mod tests {
         let usd = Money::from_minor(100, Currency::Usd).unwrap();
         assert_eq!(krw.checked_add(usd), None);
         assert_eq!(krw.checked_sub(krw.checked_mul(2).unwrap()), None);
-        assert_eq!(Money::from_minor(i64::MAX, Currency::Krw).unwrap().checked_mul(2), None);
+        assert_eq!(
+            Money::from_minor(i64::MAX, Currency::Krw)
+                .unwrap()
+                .checked_mul(2),
+            None
+        );
         assert_eq!(krw.checked_mul(3).unwrap().minor(), 300);
         assert!(Money::from_minor(-1, Currency::Krw).is_err());
     }

@@ -37,7 +37,9 @@ pub struct Order {
 impl Order {
     /// What is still paid: amount − cancelled.
     pub fn remaining(&self) -> Money {
-        self.amount.checked_sub(self.cancelled).unwrap_or(Money::zero(self.amount.currency()))
+        self.amount
+            .checked_sub(self.cancelled)
+            .unwrap_or(Money::zero(self.amount.currency()))
     }
 }
 

@@ -26,10 +26,16 @@ impl ShopOrderNo {
         if s.len() > MAX_BYTES {
             return Err(ValidationError::new(
                 "shopOrderNo",
-                format!("is {} bytes long; KICC accepts at most {MAX_BYTES}", s.len()),
+                format!(
+                    "is {} bytes long; KICC accepts at most {MAX_BYTES}",
+                    s.len()
+                ),
             ));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(ValidationError::new(
                 "shopOrderNo",
                 "may contain only letters, digits, - and _",

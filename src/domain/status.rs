@@ -96,7 +96,10 @@ impl OrderStatus {
 
     /// No event but a compensation can move the order any more.
     pub fn is_closed(self) -> bool {
-        matches!(self, OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::Failed)
+        matches!(
+            self,
+            OrderStatus::Cancelled | OrderStatus::Expired | OrderStatus::Failed
+        )
     }
 
     /// Applies `event` to an order in this status: the whole transition table.
@@ -118,10 +121,23 @@ impl OrderStatus {
             (S::Paid | S::PartiallyCancelled, E::CancelRequested) => S::CancelRequested,
             // A cancel may also be settled without our request (KICC's own console).
             (S::Paid | S::PartiallyCancelled | S::CancelRequested, E::CancelSettled { fully }) => {
-                if fully { S::Cancelled } else { S::PartiallyCancelled }
+                if fully {
+                    S::Cancelled
+                } else {
+                    S::PartiallyCancelled
+                }
             }
-            (S::CancelRequested, E::CancelRejected { partially_cancelled_before }) => {
-                if partially_cancelled_before { S::PartiallyCancelled } else { S::Paid }
+            (
+                S::CancelRequested,
+                E::CancelRejected {
+                    partially_cancelled_before,
+                },
+            ) => {
+                if partially_cancelled_before {
+                    S::PartiallyCancelled
+                } else {
+                    S::Paid
+                }
             }
             (from, event) => return Err(TransitionError { from, event }),
         };
@@ -193,8 +209,12 @@ impl OrderEvent {
         OrderEvent::CancelRequested,
         OrderEvent::CancelSettled { fully: true },
         OrderEvent::CancelSettled { fully: false },
-        OrderEvent::CancelRejected { partially_cancelled_before: true },
-        OrderEvent::CancelRejected { partially_cancelled_before: false },
+        OrderEvent::CancelRejected {
+            partially_cancelled_before: true,
+        },
+        OrderEvent::CancelRejected {
+            partially_cancelled_before: false,
+        },
     ];
 
     /// The name recorded in `order_events.event`.

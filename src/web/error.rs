@@ -25,9 +25,10 @@ pub enum WebError {
 impl WebError {
     fn page_text(&self) -> (&'static str, String) {
         match self {
-            WebError::NotFound { what } => {
-                ("Not found", format!("We could not find that {what}. It may have been removed."))
-            }
+            WebError::NotFound { what } => (
+                "Not found",
+                format!("We could not find that {what}. It may have been removed."),
+            ),
             WebError::BadRequest(message) => ("That did not work", message.clone()),
             WebError::Db(_) => (
                 "Something went wrong on our side",
@@ -55,7 +56,15 @@ impl ResponseError for WebError {
         }
         let (heading, message) = self.page_text();
         // ResponseError has no access to app data; the page renders without the sandbox badge.
-        render_page(status, &ErrorPage { layout: Layout::new(heading, false), status: status.as_u16(), heading, message: &message })
+        render_page(
+            status,
+            &ErrorPage {
+                layout: Layout::new(heading, false),
+                status: status.as_u16(),
+                heading,
+                message: &message,
+            },
+        )
     }
 }
 
@@ -67,15 +76,27 @@ pub fn render_error_page(
     message: &str,
 ) -> HttpResponse {
     let layout = Layout::new(heading, state.config.is_sandbox());
-    render_page(status, &ErrorPage { layout, status: status.as_u16(), heading, message })
+    render_page(
+        status,
+        &ErrorPage {
+            layout,
+            status: status.as_u16(),
+            heading,
+            message,
+        },
+    )
 }
 
 fn render_page(status: StatusCode, page: &ErrorPage<'_>) -> HttpResponse {
     match page.render() {
-        Ok(html) => HttpResponse::build(status).content_type(ContentType::html()).body(html),
+        Ok(html) => HttpResponse::build(status)
+            .content_type(ContentType::html())
+            .body(html),
         Err(e) => {
             log::error!("error page failed to render: {e}");
-            HttpResponse::build(status).content_type(ContentType::plaintext()).body(page.heading.to_owned())
+            HttpResponse::build(status)
+                .content_type(ContentType::plaintext())
+                .body(page.heading.to_owned())
         }
     }
 }

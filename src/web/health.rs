@@ -9,7 +9,9 @@ use super::AppState;
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let backend = state.db.backend().as_str();
     match state.db.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({"status": "ok", "database": "ok", "backend": backend})),
+        Ok(()) => {
+            HttpResponse::Ok().json(json!({"status": "ok", "database": "ok", "backend": backend}))
+        }
         Err(e) => {
             log::warn!("health check failed: {e}");
             HttpResponse::ServiceUnavailable().json(json!({

@@ -14,7 +14,10 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(title: impl Into<String>, sandbox: bool) -> Self {
-        Self { title: title.into(), sandbox }
+        Self {
+            title: title.into(),
+            sandbox,
+        }
     }
 }
 

@@ -26,7 +26,9 @@ pub async fn product(
         .db
         .run(move |conn| products::find_active(conn, &sku))
         .await?
-        .ok_or_else(|| WebError::NotFound { what: "product".into() })?;
+        .ok_or_else(|| WebError::NotFound {
+            what: "product".into(),
+        })?;
     Ok(ProductPage {
         layout: Layout::new(product.name.clone(), state.config.is_sandbox()),
         product: ProductView::from(&product),

@@ -1,0 +1,239 @@
+//! Test fixtures: a fresh database per test on either backend, the app on port 0, sample orders.
+
+use std::sync::OnceLock;
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use kicc_checkout::config::Config;
+use kicc_checkout::db::{DatabaseUrl, Db, PoolOptions, orders};
+use kicc_checkout::domain::{
+    Currency, Customer, GoodsName, Money, Order, OrderLine, PayMethod, ShopOrderNo, TradeType,
+};
+use kicc_checkout::startup::Application;
+
+/// Runs the test body once per backend: `mod name { fn sqlite(); fn postgres(); }`.
+/// Synchronous bodies get a `TestDb`; `async` bodies run on a multi-threaded tokio runtime.
+macro_rules! both_backends {
+    ($(#[$meta:meta])* fn $name:ident($db:ident) $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn body($db: $crate::helpers::TestDb) $body
+            #[test]
+            fn sqlite() {
+                body($crate::helpers::TestDb::sqlite())
+            }
+            #[test]
+            fn postgres() {
+                if let Some(db) = $crate::helpers::TestDb::postgres() {
+                    body(db)
+                }
+            }
+        }
+        both_backends!($($rest)*);
+    };
+    ($(#[$meta:meta])* async fn $name:ident($db:ident) $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn body($db: $crate::helpers::TestDb) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                body($crate::helpers::TestDb::sqlite()).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(db) = $crate::helpers::TestDb::postgres() {
+                    body(db).await
+                }
+            }
+        }
+        both_backends!($($rest)*);
+    };
+    () => {};
+}
+
+/// The PostgreSQL server the tests create their databases on (needs CREATEDB).
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Whether PostgreSQL tests run: yes when the server answers; when it does not, they are
+/// skipped — unless `CI` is set, where a silent skip would hide a broken backend: then they fail.
+pub fn postgres_available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| match PgConnection::establish(&postgres_admin_url()) {
+        Ok(_) => true,
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!(
+                "PostgreSQL does not answer at {} and CI is set: {e}",
+                postgres_admin_url()
+            )
+        }
+        Err(e) => {
+            eprintln!(
+                "SKIPPED: PostgreSQL does not answer at {} ({e}); set CI=1 to fail instead",
+                postgres_admin_url()
+            );
+            false
+        }
+    })
+}
+
+/// A database of its own for one test: a temporary SQLite file, or a PostgreSQL database created
+/// now and dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    postgres_name: Option<String>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A folder that does not exist yet: the app must create it.
+        let path = dir.path().join("nested").join("shop.db");
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            _dir: Some(dir),
+            postgres_name: None,
+        }
+    }
+
+    pub fn postgres() -> Option<Self> {
+        if !postgres_available() {
+            return None;
+        }
+        let name = format!("kicc_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::establish(&postgres_admin_url()).expect("admin connection");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .expect("create database");
+        let mut url = url::Url::parse(&postgres_admin_url()).expect("TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        Some(Self {
+            url: url.to_string(),
+            _dir: None,
+            postgres_name: Some(name),
+        })
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(&self.url).expect("test URL parses")
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres_name.is_some()
+    }
+
+    /// A migrated pool of `max_size` connections.
+    pub fn connect(&self, max_size: u32) -> Db {
+        let db = Db::connect(
+            &self.database_url(),
+            &PoolOptions {
+                max_size,
+                ..Default::default()
+            },
+        )
+        .expect("connect");
+        db.migrate().expect("migrate");
+        db
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.postgres_name
+            && let Ok(mut admin) = PgConnection::establish(&postgres_admin_url())
+        {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin);
+        }
+    }
+}
+
+/// The app on port 0 with its own database, served in the background.
+#[allow(dead_code)] // `db` is for tests that look behind the HTTP answers.
+pub struct TestApp {
+    pub address: String,
+    pub db: Db,
+    pub client: reqwest::Client,
+    _test_db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(test_db: TestDb) -> Self {
+        Self::spawn_with(test_db, &[]).await
+    }
+
+    /// `vars` override the environment the app would read (everything else at its default).
+    pub async fn spawn_with(test_db: TestDb, vars: &[(&'static str, &str)]) -> Self {
+        let url = test_db.url.clone();
+        let vars: Vec<(&'static str, String)> =
+            vars.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let config = Config::from_lookup(|var| {
+            if let Some((_, v)) = vars.iter().find(|(k, _)| *k == var) {
+                return Ok(Some(v.clone()));
+            }
+            Ok(match var {
+                "DATABASE_URL" => Some(url.clone()),
+                "BIND_ADDR" => Some("127.0.0.1:0".to_owned()),
+                _ => None,
+            })
+        })
+        .expect("test configuration");
+        let app = Application::build(config).await.expect("app builds");
+        let address = app.base_url().to_owned();
+        let db = app.state().db.clone();
+        tokio::spawn(app.run_until_stopped());
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            address,
+            db,
+            client,
+            _test_db: test_db,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// An order of one sticker pack (₩1,000) in status `created`.
+pub fn sample_order(conn: &mut kicc_checkout::db::AnyConnection) -> Order {
+    let unit = Money::from_minor(1000, Currency::Krw).unwrap();
+    let new = orders::NewOrder {
+        shop_order_no: ShopOrderNo::generate(chrono::Utc::now()),
+        pay_method: PayMethod::Wechat,
+        trade_type: Some(TradeType::Native),
+        goods_name: GoodsName::parse("Sticker Pack").unwrap(),
+        customer: Customer::parse(
+            "User123",
+            "John Doe",
+            "test@email.com",
+            "01012345678",
+            "Seoul, Korea",
+        )
+        .unwrap(),
+        lines: vec![OrderLine {
+            sku: "STICKER-PACK".into(),
+            name: "Sticker Pack".into(),
+            unit_price: unit,
+            quantity: 1,
+            line_total: unit,
+        }],
+        idempotency_key: None,
+        expires_at: None,
+    };
+    orders::insert(conn, &new, "test").expect("order inserted")
+}

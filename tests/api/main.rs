@@ -1,0 +1,10 @@
+//! Integration tests: one binary, real SQLite files and a real PostgreSQL server.
+//! Database tests run on both backends (`both_backends!`): `<test>::sqlite` and `<test>::postgres`.
+
+#[macro_use]
+mod helpers;
+
+mod cli;
+mod migrations;
+mod serving;
+mod state_machine;
