@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod harness;
 mod migrations;
 mod serving;
 mod state_machine;
