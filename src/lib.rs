@@ -4,5 +4,6 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod kicc;
 pub mod startup;
 pub mod web;
