@@ -44,16 +44,17 @@ impl ShopOrderNo {
         Ok(Self(s.to_owned()))
     }
 
-    /// A new number: the UTC date and time, then 8 random characters, e.g.
-    /// `20261121-153012-K7QX9M2A` (24 bytes; 31⁸ ≈ 8.5 × 10¹¹ numbers per second). The database's
-    /// unique index is what finally guarantees uniqueness; a collision is retried by the caller.
+    /// A new number: the UTC date and minute, then 8 random characters, e.g.
+    /// `261121-1530-K7QX9M2A` — 20 bytes, because KICC Pay's `mercTrxNo` (which is the order
+    /// number) should be at most 20 (spec 06: "send ≤ 20"); 31⁸ ≈ 8.5 × 10¹¹ numbers per minute.
+    /// The database's unique index is what finally guarantees uniqueness.
     pub fn generate(now: DateTime<Utc>) -> Self {
         let random = uuid::Uuid::new_v4();
         let suffix: String = random.as_bytes()[..RANDOM_LEN]
             .iter()
             .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
             .collect();
-        Self(format!("{}-{suffix}", now.format("%Y%m%d-%H%M%S")))
+        Self(format!("{}-{suffix}", now.format("%y%m%d-%H%M")))
     }
 
     pub fn as_str(&self) -> &str {
@@ -82,8 +83,8 @@ mod tests {
     fn generated_numbers_parse_and_carry_the_date() {
         let now = Utc.with_ymd_and_hms(2026, 11, 21, 15, 30, 12).unwrap();
         let no = ShopOrderNo::generate(now);
-        assert!(no.as_str().starts_with("20261121-153012-"), "{no}");
-        assert_eq!(no.as_str().len(), 24);
+        assert!(no.as_str().starts_with("261121-1530-"), "{no}");
+        assert_eq!(no.as_str().len(), 20);
         assert_eq!(ShopOrderNo::parse(no.as_str()).unwrap(), no);
     }
 

@@ -1,0 +1,134 @@
+//! `gateway_calls`: every outbound call to KICC, written before it is sent and completed after
+//! (DESIGN §4, §6). Bodies arrive here already redacted by the client.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::gateway_calls;
+use super::{AnyConnection, DbError, now};
+
+#[derive(Insertable)]
+#[diesel(table_name = gateway_calls)]
+struct NewCallRow<'a> {
+    order_id: Option<i64>,
+    api: &'a str,
+    shop_transaction_id: &'a str,
+    request_date: &'a str,
+    request_body: &'a str,
+    requested_at: NaiveDateTime,
+}
+
+/// A call about to be sent.
+#[derive(Debug, Clone)]
+pub struct NewGatewayCall<'a> {
+    pub order_id: Option<i64>,
+    /// Which API (`wechat_create`, `approval_v2`, …).
+    pub api: &'a str,
+    /// The idempotency key sent with the call (for KICC Pay, the request nonce).
+    pub shop_transaction_id: &'a str,
+    /// yyyyMMdd (KST) of the request: `retrieveTransaction` needs it with the key.
+    pub request_date: &'a str,
+    /// The request body with secrets, tokenKey and authorizationId masked.
+    pub request_body: &'a str,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone)]
+pub struct CallCompletion<'a> {
+    pub response_body: Option<&'a str>,
+    pub http_status: Option<i32>,
+    pub outcome: &'a str,
+    pub res_cd: Option<&'a str>,
+    pub res_msg: Option<&'a str>,
+    pub pg_cno: Option<&'a str>,
+    pub latency_ms: i64,
+}
+
+/// A stored call.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = gateway_calls)]
+pub struct GatewayCall {
+    pub id: i64,
+    pub order_id: Option<i64>,
+    pub api: String,
+    pub shop_transaction_id: String,
+    pub request_date: String,
+    pub request_body: String,
+    pub response_body: Option<String>,
+    pub http_status: Option<i32>,
+    pub outcome: Option<String>,
+    pub res_cd: Option<String>,
+    pub res_msg: Option<String>,
+    pub pg_cno: Option<String>,
+    pub latency_ms: Option<i64>,
+    pub requested_at: NaiveDateTime,
+    pub completed_at: Option<NaiveDateTime>,
+}
+
+/// Records a call before it is sent; returns its id.
+pub fn insert_started(conn: &mut AnyConnection, call: &NewGatewayCall<'_>) -> Result<i64, DbError> {
+    Ok(diesel::insert_into(gateway_calls::table)
+        .values(NewCallRow {
+            order_id: call.order_id,
+            api: call.api,
+            shop_transaction_id: call.shop_transaction_id,
+            request_date: call.request_date,
+            request_body: call.request_body,
+            requested_at: now(),
+        })
+        .returning(gateway_calls::id)
+        .get_result(conn)?)
+}
+
+/// Records how a call ended.
+pub fn complete(
+    conn: &mut AnyConnection,
+    id: i64,
+    done: &CallCompletion<'_>,
+) -> Result<(), DbError> {
+    let updated = diesel::update(gateway_calls::table.filter(gateway_calls::id.eq(id)))
+        .set((
+            gateway_calls::response_body.eq(done.response_body),
+            gateway_calls::http_status.eq(done.http_status),
+            gateway_calls::outcome.eq(done.outcome),
+            gateway_calls::res_cd.eq(done.res_cd),
+            gateway_calls::res_msg.eq(done.res_msg),
+            gateway_calls::pg_cno.eq(done.pg_cno),
+            gateway_calls::latency_ms.eq(done.latency_ms),
+            gateway_calls::completed_at.eq(now()),
+        ))
+        .execute(conn)?;
+    if updated == 0 {
+        return Err(DbError::NotFound);
+    }
+    Ok(())
+}
+
+/// One call by its idempotency key.
+pub fn find_by_shop_transaction_id(
+    conn: &mut AnyConnection,
+    shop_transaction_id: &str,
+) -> Result<Option<GatewayCall>, DbError> {
+    Ok(gateway_calls::table
+        .filter(gateway_calls::shop_transaction_id.eq(shop_transaction_id))
+        .select(GatewayCall::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Every call of an order, oldest first (the order page's timeline).
+pub fn for_order(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<GatewayCall>, DbError> {
+    Ok(gateway_calls::table
+        .filter(gateway_calls::order_id.eq(order_id))
+        .order(gateway_calls::id.asc())
+        .select(GatewayCall::as_select())
+        .load(conn)?)
+}
+
+/// Every call, oldest first (tests and audits of small databases).
+pub fn all(conn: &mut AnyConnection) -> Result<Vec<GatewayCall>, DbError> {
+    Ok(gateway_calls::table
+        .order(gateway_calls::id.asc())
+        .select(GatewayCall::as_select())
+        .load(conn)?)
+}

@@ -1,0 +1,1048 @@
+//! The one KICC client: builds each request from domain values, checks it against KICC's limits,
+//! records it in `gateway_calls` **before** sending, sends it with the configured timeout (30 s
+//! by default, spec 02/03), interprets the reply into a typed `Outcome`, and completes the record
+//! with the redacted reply, outcome and latency. Secrets, tokenKey and authorizationId never
+//! reach the table or the log.
+
+use std::time::{Duration, Instant};
+
+use chrono::{FixedOffset, Utc};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::wire::{self, InvalidRequest};
+use super::{
+    Api, Approval, CancelAccepted, CancelAmount, CancelStatus, GatewayCall, KiccPayApproval,
+    KiccPayCancelled, KiccPayTransmission, Outcome, PaymentStatus, Registered,
+    RetrievedTransaction, TradeStatus, crypto, redact_body,
+};
+use crate::db::gateway_calls::{self, CallCompletion, NewGatewayCall};
+use crate::db::{Db, DbError};
+use crate::domain::{Order, TradeType};
+
+/// Why a call was not made. (Once a call is sent, every ending is an `Outcome`, not an error.)
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A field of ours breaks KICC's limits: our bug, caught before sending anything.
+    #[error("request not sent: {0}")]
+    Invalid(#[from] InvalidRequest),
+    /// The call could not be recorded, so it was not sent (DESIGN §4: persist before sending).
+    #[error("request not sent: could not record it: {0}")]
+    Record(#[from] DbError),
+    #[error("gateway client: {0}")]
+    Setup(String),
+}
+
+/// KICC Pay merchant settings (spec 03).
+pub struct KiccPaySettings {
+    pub api_base: String,
+    pub tid: String,
+    pub svc_id: String,
+    pub bizr_no: String,
+    pub channel_id: String,
+    pub secret_key: SecretString,
+    pub aes_key: SecretBox<[u8; 32]>,
+    pub aes_iv: [u8; 16],
+}
+
+/// Where KICC is and who we are to it.
+pub struct ClientSettings {
+    /// e.g. `https://testpgapi.easypay.co.kr`, or the sandbox's base.
+    pub api_base: String,
+    pub mall_id: String,
+    pub secret_key: SecretString,
+    pub kiccpay: KiccPaySettings,
+    /// Read timeout of every call (`KICC_TIMEOUT_SECS`, 30 s by default).
+    pub timeout: Duration,
+}
+
+impl ClientSettings {
+    /// From the app's configuration, with the API base resolved (the sandbox's URL in sandbox
+    /// mode).
+    pub fn from_config(config: &crate::config::Config, api_base: &str) -> Self {
+        let kp = &config.kiccpay;
+        Self {
+            api_base: api_base.trim_end_matches('/').to_owned(),
+            mall_id: config.mall_id.clone(),
+            secret_key: config.secret_key.clone(),
+            kiccpay: KiccPaySettings {
+                api_base: kp
+                    .api_base
+                    .clone()
+                    .unwrap_or_else(|| api_base.trim_end_matches('/').to_owned()),
+                tid: kp.tid.clone(),
+                svc_id: kp.svc_id.clone(),
+                bizr_no: kp.bizr_no.clone(),
+                channel_id: kp.channel_id.clone(),
+                secret_key: kp.secret_key.clone(),
+                aes_key: SecretBox::new(Box::new(*kp.aes_key.expose_secret())),
+                aes_iv: kp.aes_iv,
+            },
+            timeout: config.gateway_timeout,
+        }
+    }
+}
+
+pub struct KiccClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    db: Db,
+}
+
+/// A reply as it came off the wire, before interpretation.
+enum Reply {
+    Body { status: u16, bytes: Vec<u8> },
+    Timeout,
+    Transport(String),
+}
+
+/// What was sent and what came back.
+struct Exchange {
+    call_id: i64,
+    key: String,
+    date: String,
+    started: Instant,
+    reply: Reply,
+}
+
+/// The reply parsed, or why it could not be: becomes `Timeout`/`Transport`/`Malformed`.
+enum Failure {
+    Timeout,
+    Transport(String),
+    Malformed(String),
+}
+
+impl<T> From<Failure> for Outcome<T> {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Timeout => Outcome::Timeout,
+            Failure::Transport(m) => Outcome::Transport(m),
+            Failure::Malformed(m) => Outcome::Malformed(m),
+        }
+    }
+}
+
+/// What is stored about an outcome besides its label.
+#[derive(Default)]
+struct Summary {
+    res_cd: Option<String>,
+    res_msg: Option<String>,
+    pg_cno: Option<String>,
+}
+
+/// Today in Korea (yyyyMMdd) and the time (HHmmss): KICC's dates are KST, and an idempotency key
+/// is valid until midnight of its request day (spec 06).
+fn kst_now() -> (String, String) {
+    let kst = FixedOffset::east_opt(9 * 3600).expect("valid offset");
+    let now = Utc::now().with_timezone(&kst);
+    (
+        now.format("%Y%m%d").to_string(),
+        now.format("%H%M%S").to_string(),
+    )
+}
+
+/// A fresh idempotency key (spec 06: unique per request, a UUID is suggested).
+fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// `resDetailMsg` is URL-encoded (spec 01).
+fn decode_detail(detail: Option<String>) -> Option<String> {
+    detail.filter(|d| !d.is_empty()).map(|d| {
+        let plus_as_space = d.replace('+', " ");
+        url::form_urlencoded::parse(format!("x={plus_as_space}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or(d)
+    })
+}
+
+fn declined<T>(code: String, message: Option<String>, detail: Option<String>) -> Outcome<T> {
+    Outcome::Declined {
+        code,
+        message: message.unwrap_or_default(),
+        detail: decode_detail(detail),
+    }
+}
+
+impl KiccClient {
+    pub fn new(settings: ClientSettings, db: Db) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("kicc-checkout/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Setup(e.to_string()))?;
+        Ok(Self { http, settings, db })
+    }
+
+    pub fn mall_id(&self) -> &str {
+        &self.settings.mall_id
+    }
+
+    fn url(&self, api: Api) -> String {
+        let base = if api.is_kiccpay() {
+            &self.settings.kiccpay.api_base
+        } else {
+            &self.settings.api_base
+        };
+        format!("{base}{}", api.path())
+    }
+
+    /// Records, sends, and returns the raw exchange. `kiccpay` adds the signed `X-KICC-*` headers.
+    async fn send(
+        &self,
+        api: Api,
+        order_id: Option<i64>,
+        key: String,
+        date: String,
+        body: Vec<u8>,
+    ) -> Result<Exchange, ClientError> {
+        let redacted = redact_body(&body);
+        let (api_name, db) = (api.as_str(), self.db.clone());
+        let (k, d) = (key.clone(), date.clone());
+        let call_id = db
+            .run(move |conn| {
+                gateway_calls::insert_started(
+                    conn,
+                    &NewGatewayCall {
+                        order_id,
+                        api: api_name,
+                        shop_transaction_id: &k,
+                        request_date: &d,
+                        request_body: &redacted,
+                    },
+                )
+            })
+            .await?;
+
+        let url = self.url(api);
+        let mut request = self.http.post(&url).header(
+            reqwest::header::CONTENT_TYPE,
+            "application/json; charset=utf-8",
+        );
+        if api.is_kiccpay() {
+            let kp = &self.settings.kiccpay;
+            let path = url::Url::parse(&url)
+                .map(|u| u.path().to_owned())
+                .unwrap_or_else(|_| api.path().to_owned());
+            let timestamp = Utc::now().timestamp_millis().to_string();
+            // The nonce is this call's key (unique per call, UUID v4: spec 06).
+            let signature = crypto::kiccpay_signature(
+                kp.secret_key.expose_secret(),
+                &kp.channel_id,
+                &path,
+                &timestamp,
+                &key,
+                &body,
+            );
+            request = request
+                .header("X-KICC-ChannelId", &kp.channel_id)
+                .header("X-KICC-Timestamp", timestamp)
+                .header("X-KICC-Nonce", &key)
+                .header("X-KICC-Authorization", signature);
+        }
+        let started = Instant::now();
+        let reply = match request.body(body).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                match response.bytes().await {
+                    Ok(bytes) => Reply::Body {
+                        status,
+                        bytes: bytes.to_vec(),
+                    },
+                    Err(e) if e.is_timeout() => Reply::Timeout,
+                    Err(e) => Reply::Transport(format!("reading the reply: {e}")),
+                }
+            }
+            Err(e) if e.is_timeout() => Reply::Timeout,
+            Err(e) => Reply::Transport(error_chain(&e)),
+        };
+        Ok(Exchange {
+            call_id,
+            key,
+            date,
+            started,
+            reply,
+        })
+    }
+
+    /// Parses a reply body: only HTTP 200 with the documented JSON counts (spec 06).
+    fn parse<R: DeserializeOwned>(exchange: &Exchange) -> Result<R, Failure> {
+        match &exchange.reply {
+            Reply::Timeout => Err(Failure::Timeout),
+            Reply::Transport(m) => Err(Failure::Transport(m.clone())),
+            Reply::Body { status, .. } if *status != 200 => {
+                Err(Failure::Transport(format!("HTTP {status}")))
+            }
+            Reply::Body { bytes, .. } => serde_json::from_slice(bytes)
+                .map_err(|e| Failure::Malformed(format!("reply is not the documented JSON: {e}"))),
+        }
+    }
+
+    /// Completes the call's row and logs one line (no bodies).
+    async fn finish<T>(
+        &self,
+        api: Api,
+        exchange: Exchange,
+        outcome: Outcome<T>,
+        summary: Summary,
+    ) -> GatewayCall<T> {
+        let latency = exchange.started.elapsed();
+        let (http_status, response_body) = match &exchange.reply {
+            Reply::Body { status, bytes } => (Some(i32::from(*status)), Some(redact_body(bytes))),
+            _ => (None, None),
+        };
+        let label = outcome.label();
+        let detail = match &outcome {
+            Outcome::Transport(m) | Outcome::Malformed(m) => Some(m.clone()),
+            Outcome::IntegrityFailure { detail, .. } => Some(detail.clone()),
+            _ => None,
+        };
+        let res_msg = summary.res_msg.or(detail);
+        log::info!(
+            "kicc {api} key={} -> {label}{} in {} ms",
+            exchange.key,
+            summary
+                .res_cd
+                .as_deref()
+                .map(|c| format!(" ({c})"))
+                .unwrap_or_default(),
+            latency.as_millis()
+        );
+        let call_id = exchange.call_id;
+        let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        let recorded = self
+            .db
+            .run(move |conn| {
+                gateway_calls::complete(
+                    conn,
+                    call_id,
+                    &CallCompletion {
+                        response_body: response_body.as_deref(),
+                        http_status,
+                        outcome: label,
+                        res_cd: summary.res_cd.as_deref(),
+                        res_msg: res_msg.as_deref(),
+                        pg_cno: summary.pg_cno.as_deref(),
+                        latency_ms,
+                    },
+                )
+            })
+            .await;
+        if let Err(e) = recorded {
+            // The outcome still goes back to the caller: it decides about the money. The row
+            // stays "sent, no answer", which the reconciler treats as an unanswered call.
+            log::error!(
+                "kicc {api} key={}: the reply could not be recorded: {e}",
+                exchange.key
+            );
+        }
+        GatewayCall {
+            call_id,
+            shop_transaction_id: exchange.key,
+            request_date: exchange.date,
+            latency,
+            outcome,
+        }
+    }
+
+    fn body<R: Serialize>(request: &R) -> Vec<u8> {
+        serde_json::to_vec(request).expect("wire types serialize")
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // WeChat Pay
+
+    /// Registers the payment (spec 01): `POST /api/trades/wechatpay`.
+    pub async fn create_wechat_trade(
+        &self,
+        order: &Order,
+        trade_type: TradeType,
+        return_url: &str,
+        notify_url: &str,
+    ) -> Result<GatewayCall<Registered>, ClientError> {
+        let (date, _) = kst_now();
+        let key = new_key();
+        let request = wire::CreateTransactionRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_transaction_id: key.clone(),
+            shop_order_no: order.shop_order_no.to_string(),
+            goods_name: order.goods_name.clone(),
+            return_url: return_url.to_owned(),
+            trade_type: trade_type.as_str().to_owned(),
+            notify_url: notify_url.to_owned(),
+            amount_info: wire::CreateAmountInfo {
+                currency: order.amount.currency().code().to_owned(),
+                total_amount: order.amount.minor(),
+            },
+            customer_info: wire::CustomerInfo {
+                customer_id: order.customer_id.clone(),
+                customer_name: order.customer_name.clone(),
+                customer_mail: order.customer_mail.clone(),
+                customer_contact_no: order.customer_contact_no.clone(),
+                customer_addr: order.customer_addr.clone(),
+            },
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::WechatCreate,
+                Some(order.id),
+                key,
+                date,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::CreateTransactionResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.pg_cno.clone(),
+                };
+                let outcome = if r.res_cd != "0000" {
+                    declined(r.res_cd, r.res_msg, r.res_detail_msg)
+                } else {
+                    match (r.pg_cno, r.payment_page_url) {
+                        (Some(pg_cno), Some(url)) if !pg_cno.is_empty() && !url.is_empty() => {
+                            Outcome::Accepted(Registered {
+                                pg_cno,
+                                payment_page_url: url,
+                            })
+                        }
+                        _ => Outcome::Malformed("0000 without pgCno or paymentPageUrl".into()),
+                    }
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::WechatCreate, exchange, outcome, summary)
+            .await)
+    }
+
+    /// Payment status check: `POST /api/trades/wechatpay/find` (spec 06).
+    pub async fn wechat_find(
+        &self,
+        order_id: Option<i64>,
+        pg_cno: &str,
+    ) -> Result<GatewayCall<PaymentStatus>, ClientError> {
+        let (date, _) = kst_now();
+        let key = new_key();
+        let request = wire::WechatFindRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_transaction_id: key.clone(),
+            pg_cno: pg_cno.to_owned(),
+            cancel_pg_cno: None,
+        };
+        request.validate()?;
+        let exchange = self
+            .send(Api::WechatFind, order_id, key, date, Self::body(&request))
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::WechatFindResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.pg_cno.clone(),
+                };
+                let outcome = if r.res_cd != "0000" {
+                    declined(r.res_cd, r.res_msg, r.res_detail_msg)
+                } else {
+                    match r.status_cd.as_deref() {
+                        None | Some("") => Outcome::Malformed("0000 without statusCd".into()),
+                        Some(code) => Outcome::Accepted(PaymentStatus {
+                            pg_cno: r.pg_cno.unwrap_or_else(|| pg_cno.to_owned()),
+                            shop_order_no: r.shop_order_no,
+                            status: TradeStatus::from_code(code),
+                            amount: r
+                                .amount_info
+                                .as_ref()
+                                .and_then(wire::ReceivedAmountInfo::value),
+                            currency: r.amount_info.and_then(|a| a.currency),
+                            approval_date: r.approval_date,
+                        }),
+                    }
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::WechatFind, exchange, outcome, summary)
+            .await)
+    }
+
+    /// Cancellation status check: `/api/trades/wechatpay/find` with `cancelPgCno` (spec 06).
+    pub async fn wechat_find_cancel(
+        &self,
+        order_id: Option<i64>,
+        pg_cno: &str,
+        cancel_pg_cno: &str,
+    ) -> Result<GatewayCall<CancelStatus>, ClientError> {
+        let (date, _) = kst_now();
+        let key = new_key();
+        let request = wire::WechatFindRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_transaction_id: key.clone(),
+            pg_cno: pg_cno.to_owned(),
+            cancel_pg_cno: Some(cancel_pg_cno.to_owned()),
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::WechatFindCancel,
+                order_id,
+                key,
+                date,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::WechatFindResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.pg_cno.clone(),
+                };
+                let outcome = if r.res_cd != "0000" {
+                    declined(r.res_cd, r.res_msg, r.res_detail_msg)
+                } else {
+                    match r.cancel_status.as_deref().or(r.status_cd.as_deref()) {
+                        None | Some("") => Outcome::Malformed("0000 without cancelStatus".into()),
+                        Some(code) => Outcome::Accepted(CancelStatus {
+                            pg_cno: r.pg_cno.unwrap_or_else(|| pg_cno.to_owned()),
+                            cancel_pg_cno: r
+                                .cancel_pg_cno
+                                .unwrap_or_else(|| cancel_pg_cno.to_owned()),
+                            status: TradeStatus::from_code(code),
+                            amount: r
+                                .amount_info
+                                .as_ref()
+                                .and_then(wire::ReceivedAmountInfo::value),
+                            currency: r.amount_info.and_then(|a| a.currency),
+                            transaction_date: r.transaction_date,
+                        }),
+                    }
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::WechatFindCancel, exchange, outcome, summary)
+            .await)
+    }
+
+    /// Cancel or partial cancel of a WeChat Pay payment: `POST /api/trades/wechatpay/revise`
+    /// (spec 06), signed with msgAuthValue = HMAC(`pgCno|shopTransactionId`). `cancel_req_date`
+    /// is the original date when this retries an earlier cancel (spec 06), else today.
+    pub async fn wechat_revise(
+        &self,
+        order: &Order,
+        pg_cno: &str,
+        amount: CancelAmount,
+        notify_url: &str,
+        cancel_req_date: Option<&str>,
+    ) -> Result<GatewayCall<CancelAccepted>, ClientError> {
+        let (today, _) = kst_now();
+        let key = new_key();
+        let (code, amount_info) = match amount {
+            CancelAmount::Full => ("40", None),
+            CancelAmount::Partial(minor) => (
+                "32",
+                Some(wire::ReviseAmountInfo {
+                    currency: order.amount.currency().code().to_owned(),
+                    tot_amount: minor,
+                }),
+            ),
+        };
+        let request = wire::WechatReviseRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_transaction_id: key.clone(),
+            pg_cno: pg_cno.to_owned(),
+            revise_type_code: code.to_owned(),
+            cancel_req_date: cancel_req_date.unwrap_or(&today).to_owned(),
+            msg_auth_value: crypto::msg_auth_value(
+                self.settings.secret_key.expose_secret(),
+                &[pg_cno, &key],
+            ),
+            notify_url: Some(notify_url.to_owned()),
+            memo: None,
+            amount_info,
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::WechatRevise,
+                Some(order.id),
+                key,
+                today,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::WechatReviseResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.pg_cno.clone(),
+                };
+                let outcome = if r.res_cd != "0000" {
+                    declined(r.res_cd, r.res_msg, None)
+                } else {
+                    Outcome::Accepted(CancelAccepted {
+                        pg_cno: r.pg_cno,
+                        cancel_pg_cno: r.cancel_pg_cno,
+                        cancel_date: r.cancel_date,
+                        cancel_amount: None,
+                        remain_amount: None,
+                        status: None,
+                    })
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::WechatRevise, exchange, outcome, summary)
+            .await)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Generic online APIs
+
+    /// Payment approval v2 (spec 02): `POST /api/v2/trades/approval`. An accepted approval has a
+    /// verified msgAuthValue (`pgCno|amount|transactionDate`); a bad one is an
+    /// `IntegrityFailure` carrying the pgCno to cancel.
+    pub async fn approve(
+        &self,
+        order: &Order,
+        authorization_id: &str,
+    ) -> Result<GatewayCall<Approval>, ClientError> {
+        let (date, _) = kst_now();
+        let key = new_key();
+        let request = wire::ApprovalRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_order_no: order.shop_order_no.to_string(),
+            shop_transaction_id: key.clone(),
+            authorization_id: authorization_id.to_owned(),
+            approval_req_date: date.clone(),
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::ApprovalV2,
+                Some(order.id),
+                key,
+                date,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::ApprovalResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.pg_cno.clone(),
+                };
+                (self.interpret_approval(r), summary)
+            }
+        };
+        Ok(self
+            .finish(Api::ApprovalV2, exchange, outcome, summary)
+            .await)
+    }
+
+    fn interpret_approval(&self, r: wire::ApprovalResponse) -> Outcome<Approval> {
+        if r.res_cd != "0000" {
+            return declined(r.res_cd, r.res_msg, None);
+        }
+        let (Some(pg_cno), Some(amount), Some(transaction_date)) =
+            (r.pg_cno, r.amount, r.transaction_date)
+        else {
+            return Outcome::Malformed("0000 without pgCno, amount or transactionDate".into());
+        };
+        let Some(mac) = r.msg_auth_value else {
+            return Outcome::IntegrityFailure {
+                detail: "approval without msgAuthValue".into(),
+                pg_cno: Some(pg_cno),
+            };
+        };
+        let amount_text = amount.to_string();
+        let fields = [
+            pg_cno.as_str(),
+            amount_text.as_str(),
+            transaction_date.as_str(),
+        ];
+        if !crypto::verify_msg_auth_value(self.settings.secret_key.expose_secret(), &fields, &mac) {
+            return Outcome::IntegrityFailure {
+                detail: "msgAuthValue does not match pgCno|amount|transactionDate".into(),
+                pg_cno: Some(pg_cno),
+            };
+        }
+        let payment = r.payment_info;
+        Outcome::Accepted(Approval {
+            pg_cno,
+            shop_order_no: r.shop_order_no,
+            amount,
+            transaction_date,
+            status: r.status_code.as_deref().map(TradeStatus::from_code),
+            status_code: r.status_code,
+            approval_no: payment.as_ref().and_then(|p| p.approval_no.clone()),
+            approval_date: payment.and_then(|p| p.approval_date),
+        })
+    }
+
+    /// Generic cancel: `POST /api/trades/revise` (spec 06).
+    pub async fn revise(
+        &self,
+        order: &Order,
+        pg_cno: &str,
+        amount: CancelAmount,
+        cancel_req_date: Option<&str>,
+    ) -> Result<GatewayCall<CancelAccepted>, ClientError> {
+        let (today, _) = kst_now();
+        let key = new_key();
+        let (code, amount_minor) = match amount {
+            CancelAmount::Full => ("40", None),
+            CancelAmount::Partial(minor) => ("32", Some(minor)),
+        };
+        let request = wire::ReviseRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_transaction_id: key.clone(),
+            pg_cno: pg_cno.to_owned(),
+            revise_type_code: code.to_owned(),
+            cancel_req_date: cancel_req_date.unwrap_or(&today).to_owned(),
+            msg_auth_value: crypto::msg_auth_value(
+                self.settings.secret_key.expose_secret(),
+                &[pg_cno, &key],
+            ),
+            amount: amount_minor,
+            remain_amount: None,
+            client_ip: None,
+            revise_message: None,
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::Revise,
+                Some(order.id),
+                key,
+                today,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::ApprovalResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.ori_pg_cno.clone().or(r.pg_cno.clone()),
+                };
+                let outcome = if r.res_cd != "0000" {
+                    declined(r.res_cd, r.res_msg, None)
+                } else {
+                    Outcome::Accepted(CancelAccepted {
+                        pg_cno: r.ori_pg_cno.or(r.pg_cno),
+                        cancel_pg_cno: r.cancel_pg_cno,
+                        cancel_date: r.transaction_date,
+                        cancel_amount: r.cancel_amount,
+                        remain_amount: r.remain_amount,
+                        status: r.status_code.as_deref().map(TradeStatus::from_code),
+                    })
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self.finish(Api::Revise, exchange, outcome, summary).await)
+    }
+
+    /// Status of an earlier approval or cancel by its key and date:
+    /// `POST /api/trades/retrieveTransaction` (spec 06; covers yesterday and today).
+    pub async fn retrieve_transaction(
+        &self,
+        order_id: Option<i64>,
+        original_key: &str,
+        original_date: &str,
+    ) -> Result<GatewayCall<RetrievedTransaction>, ClientError> {
+        let (today, _) = kst_now();
+        // The lookup itself is a new request with its own record; the original key goes in the
+        // body (it is the key KICC looks up), so this row's key is fresh.
+        let key = new_key();
+        let request = wire::RetrieveTransactionRequest {
+            mall_id: self.settings.mall_id.clone(),
+            shop_transaction_id: original_key.to_owned(),
+            transaction_date: original_date.to_owned(),
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::RetrieveTransaction,
+                order_id,
+                key,
+                today,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::ApprovalResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.res_cd.clone()),
+                    res_msg: r.res_msg.clone(),
+                    pg_cno: r.pg_cno.clone(),
+                };
+                let outcome = if r.res_cd != "0000" {
+                    declined(r.res_cd, r.res_msg, None)
+                } else {
+                    Outcome::Accepted(RetrievedTransaction {
+                        pg_cno: r.pg_cno.or(r.ori_pg_cno),
+                        shop_order_no: r.shop_order_no,
+                        amount: r.amount.or(r.cancel_amount),
+                        transaction_date: r.transaction_date,
+                        status: r.status_code.as_deref().map(TradeStatus::from_code),
+                        cancel_pg_cno: r.cancel_pg_cno,
+                    })
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::RetrieveTransaction, exchange, outcome, summary)
+            .await)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // KICC Pay (spec 03, 06)
+
+    fn kiccpay_approval_request(
+        &self,
+        order: &Order,
+        authorization_id: &str,
+        tran: &KiccPayTransmission,
+    ) -> wire::KiccPayApprovalRequest {
+        let kp = &self.settings.kiccpay;
+        let amount = order.amount.minor();
+        wire::KiccPayApprovalRequest {
+            tid: kp.tid.clone(),
+            svc_id: kp.svc_id.clone(),
+            bizr_no: kp.bizr_no.clone(),
+            merc_trx_no: order.shop_order_no.to_string(),
+            token_key: crypto::encrypt_token_key(
+                kp.aes_key.expose_secret(),
+                &kp.aes_iv,
+                authorization_id,
+            ),
+            alot_month: "00".into(),
+            trx_amt: amount,
+            // Prices include 10% VAT: VAT = total / 11 (spec 03's example: 10000 → 909).
+            vat_amt: amount / 11,
+            svc_amt: Some(0),
+            tax_free_amt: Some(0),
+            tran_dt: tran.tran_dt.clone(),
+            tran_tm: tran.tran_tm.clone(),
+            user_data: None,
+        }
+    }
+
+    /// KICC Pay approval: `POST /smpy/kiccpay/reqAprv` with tokenKey = AES(authorizationId).
+    /// Returns the transmission date/time too: a net-cancel must resend the same data.
+    pub async fn kiccpay_approve(
+        &self,
+        order: &Order,
+        authorization_id: &str,
+    ) -> Result<(GatewayCall<KiccPayApproval>, KiccPayTransmission), ClientError> {
+        let (tran_dt, tran_tm) = kst_now();
+        let tran = KiccPayTransmission { tran_dt, tran_tm };
+        let request = self.kiccpay_approval_request(order, authorization_id, &tran);
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::KiccPayApprove,
+                Some(order.id),
+                new_key(),
+                tran.tran_dt.clone(),
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::KiccPayResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.resp_cd.clone()),
+                    res_msg: r.resp_msg.clone(),
+                    pg_cno: None,
+                };
+                let outcome = if r.resp_cd != "0000" {
+                    declined(r.resp_cd, r.resp_msg, None)
+                } else {
+                    Outcome::Accepted(KiccPayApproval {
+                        merc_trx_no: r.merc_trx_no.unwrap_or_else(|| request.merc_trx_no.clone()),
+                        amount: r.trx_amt,
+                        approval_date: r.aprv_dt,
+                        approval_time: r.aprv_tm,
+                        approval_no: r.aprv_no,
+                        van_trx_no: r.van_trx_no,
+                        card_confirm_no: r.card_confirm_no,
+                        issuer_name: r.iss_fm_nm,
+                    })
+                };
+                (outcome, summary)
+            }
+        };
+        Ok((
+            self.finish(Api::KiccPayApprove, exchange, outcome, summary)
+                .await,
+            tran,
+        ))
+    }
+
+    /// KICC Pay net-cancel: `POST /smpy/kiccpay/reqRtran` with exactly the approval's data
+    /// (spec 03: mandatory after a read timeout, connection error or unparseable approval reply).
+    pub async fn kiccpay_net_cancel(
+        &self,
+        order: &Order,
+        authorization_id: &str,
+        approval: &KiccPayTransmission,
+    ) -> Result<GatewayCall<()>, ClientError> {
+        let request = self.kiccpay_approval_request(order, authorization_id, approval);
+        request.validate()?;
+        let (today, _) = kst_now();
+        let exchange = self
+            .send(
+                Api::KiccPayNetCancel,
+                Some(order.id),
+                new_key(),
+                today,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::KiccPayResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.resp_cd.clone()),
+                    res_msg: r.resp_msg.clone(),
+                    pg_cno: None,
+                };
+                let outcome = if r.resp_cd != "0000" {
+                    declined(r.resp_cd, r.resp_msg, None)
+                } else {
+                    Outcome::Accepted(())
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::KiccPayNetCancel, exchange, outcome, summary)
+            .await)
+    }
+
+    /// KICC Pay cancel: `POST /smpy/kiccpay/reqCancel` (spec 06), by our merchant transaction
+    /// number (`wcc` = `G`), with a new `mercTrxNo` of its own.
+    pub async fn kiccpay_cancel(
+        &self,
+        order: &Order,
+        original_approval_date: &str,
+        original_approval_no: &str,
+        amount_minor: i64,
+    ) -> Result<GatewayCall<KiccPayCancelled>, ClientError> {
+        let kp = &self.settings.kiccpay;
+        let (tran_dt, tran_tm) = kst_now();
+        let random = uuid::Uuid::new_v4().simple().to_string().to_uppercase();
+        // C + yyMMddHHmmss + 7 random = 20 bytes (mercTrxNo: send ≤ 20, spec 06).
+        let merc_trx_no = format!("C{}{}{}", &tran_dt[2..], tran_tm, &random[..7]);
+        let request = wire::KiccPayCancelRequest {
+            tid: kp.tid.clone(),
+            svc_id: kp.svc_id.clone(),
+            bizr_no: kp.bizr_no.clone(),
+            merc_trx_no: merc_trx_no.clone(),
+            wcc: "G".into(),
+            cnd_trx_no: order.shop_order_no.to_string(),
+            alot_month: "00".into(),
+            trx_amt: amount_minor,
+            vat_amt: amount_minor / 11,
+            svc_amt: Some(0),
+            tran_dt: tran_dt.clone(),
+            tran_tm,
+            org_aprv_dt: original_approval_date.to_owned(),
+            org_aprv_no: original_approval_no.to_owned(),
+        };
+        request.validate()?;
+        let exchange = self
+            .send(
+                Api::KiccPayCancel,
+                Some(order.id),
+                new_key(),
+                tran_dt,
+                Self::body(&request),
+            )
+            .await?;
+        let (outcome, summary) = match Self::parse::<wire::KiccPayResponse>(&exchange) {
+            Err(f) => (f.into(), Summary::default()),
+            Ok(r) => {
+                let summary = Summary {
+                    res_cd: Some(r.resp_cd.clone()),
+                    res_msg: r.resp_msg.clone(),
+                    pg_cno: None,
+                };
+                let outcome = if r.resp_cd != "0000" {
+                    declined(r.resp_cd, r.resp_msg, None)
+                } else {
+                    Outcome::Accepted(KiccPayCancelled {
+                        merc_trx_no: r.merc_trx_no.unwrap_or(merc_trx_no),
+                        approval_no: r.aprv_no,
+                        amount: r.trx_amt,
+                    })
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self
+            .finish(Api::KiccPayCancel, exchange, outcome, summary)
+            .await)
+    }
+}
+
+/// reqwest's error with its causes, one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn res_detail_msg_is_url_decoded() {
+        assert_eq!(
+            decode_detail(Some(
+                "ORDERPAID%3A+order+already+paid%20%EC%A3%BC%EB%AC%B8".into()
+            ))
+            .as_deref(),
+            Some("ORDERPAID: order already paid 주문")
+        );
+        assert_eq!(decode_detail(Some(String::new())), None);
+    }
+
+    #[test]
+    fn kst_dates_have_kicc_shapes() {
+        let (date, time) = kst_now();
+        assert_eq!(date.len(), 8);
+        assert_eq!(time.len(), 6);
+        assert!(date.bytes().chain(time.bytes()).all(|b| b.is_ascii_digit()));
+    }
+}
