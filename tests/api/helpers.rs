@@ -237,3 +237,115 @@ pub fn sample_order(conn: &mut kicc_checkout::db::AnyConnection) -> Order {
     };
     orders::insert(conn, &new, "test").expect("order inserted")
 }
+
+/// What a [`RawServer`] answers.
+pub enum RawReply {
+    Json(serde_json::Value),
+    Status(u16, String),
+    Text(String),
+    /// Waits this long, then answers the JSON.
+    Late(std::time::Duration, serde_json::Value),
+}
+
+/// A request a [`RawServer`] received.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("request body is JSON")
+    }
+}
+
+type RawHandler = dyn Fn(&RawRequest) -> RawReply + Send + Sync;
+
+/// A plain HTTP server on port 0 that answers what the test says — a gateway that misbehaves on
+/// purpose (timeouts, HTTP 500, non-JSON) over real HTTP. Every request is kept.
+pub struct RawServer {
+    pub base: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<RawRequest>>>,
+}
+
+impl RawServer {
+    pub fn start(handler: impl Fn(&RawRequest) -> RawReply + Send + Sync + 'static) -> Self {
+        use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+        let handler: std::sync::Arc<RawHandler> = std::sync::Arc::new(handler);
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = received.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = HttpServer::new(move || {
+            let handler = handler.clone();
+            let seen = seen.clone();
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let handler = handler.clone();
+                let seen = seen.clone();
+                async move {
+                    let request = RawRequest {
+                        path: req.path().to_owned(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), v.to_str().unwrap_or_default().to_owned())
+                            })
+                            .collect(),
+                        body: body.to_vec(),
+                    };
+                    let reply = {
+                        let request = request.clone();
+                        tokio::task::spawn_blocking(move || handler(&request))
+                            .await
+                            .unwrap()
+                    };
+                    seen.lock().unwrap().push(request);
+                    match reply {
+                        RawReply::Json(v) => HttpResponse::Ok().json(v),
+                        RawReply::Status(code, body) => HttpResponse::build(
+                            actix_web::http::StatusCode::from_u16(code).unwrap(),
+                        )
+                        .body(body),
+                        RawReply::Text(t) => HttpResponse::Ok().content_type("text/html").body(t),
+                        RawReply::Late(wait, v) => {
+                            tokio::time::sleep(wait).await;
+                            HttpResponse::Ok().json(v)
+                        }
+                    }
+                }
+            }))
+        })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        Self { base, received }
+    }
+
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A client for `api_base` with the sandbox credentials and a short timeout.
+pub fn kicc_client(
+    db: &Db,
+    api_base: &str,
+    timeout: std::time::Duration,
+) -> kicc_checkout::kicc::KiccClient {
+    let config = Config::from_lookup(|_| Ok(None)).expect("default config");
+    let mut settings = kicc_checkout::kicc::ClientSettings::from_config(&config, api_base);
+    settings.timeout = timeout;
+    kicc_checkout::kicc::KiccClient::new(settings, db.clone()).expect("client")
+}

@@ -6,6 +6,7 @@ mod helpers;
 
 mod cli;
 mod harness;
+mod kicc_client;
 mod migrations;
 mod serving;
 mod state_machine;
