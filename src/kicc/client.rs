@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::wire::{self, InvalidRequest};
+use super::wire::{self, InvalidRequest, Reply};
 use super::{
     Api, Approval, CancelAccepted, CancelAmount, CancelStatus, GatewayCall, KiccPayApproval,
     KiccPayCancelled, KiccPayTransmission, Outcome, PaymentStatus, Registered,
@@ -91,7 +91,7 @@ pub struct KiccClient {
 }
 
 /// A reply as it came off the wire, before interpretation.
-enum Reply {
+enum RawReply {
     Body { status: u16, bytes: Vec<u8> },
     Timeout,
     Transport(String),
@@ -103,7 +103,7 @@ struct Exchange {
     key: String,
     date: String,
     started: Instant,
-    reply: Reply,
+    reply: RawReply,
 }
 
 /// The reply parsed, or why it could not be: becomes `Timeout`/`Transport`/`Malformed`.
@@ -156,14 +156,6 @@ fn decode_detail(detail: Option<String>) -> Option<String> {
             .map(|(_, v)| v.into_owned())
             .unwrap_or(d)
     })
-}
-
-fn declined<T>(code: String, message: Option<String>, detail: Option<String>) -> Outcome<T> {
-    Outcome::Declined {
-        code,
-        message: message.unwrap_or_default(),
-        detail: decode_detail(detail),
-    }
 }
 
 impl KiccClient {
@@ -248,16 +240,16 @@ impl KiccClient {
             Ok(response) => {
                 let status = response.status().as_u16();
                 match response.bytes().await {
-                    Ok(bytes) => Reply::Body {
+                    Ok(bytes) => RawReply::Body {
                         status,
                         bytes: bytes.to_vec(),
                     },
-                    Err(e) if e.is_timeout() => Reply::Timeout,
-                    Err(e) => Reply::Transport(format!("reading the reply: {e}")),
+                    Err(e) if e.is_timeout() => RawReply::Timeout,
+                    Err(e) => RawReply::Transport(format!("reading the reply: {e}")),
                 }
             }
-            Err(e) if e.is_timeout() => Reply::Timeout,
-            Err(e) => Reply::Transport(error_chain(&e)),
+            Err(e) if e.is_timeout() => RawReply::Timeout,
+            Err(e) => RawReply::Transport(error_chain(&e)),
         };
         Ok(Exchange {
             call_id,
@@ -271,12 +263,12 @@ impl KiccClient {
     /// Parses a reply body: only HTTP 200 with the documented JSON counts (spec 06).
     fn parse<R: DeserializeOwned>(exchange: &Exchange) -> Result<R, Failure> {
         match &exchange.reply {
-            Reply::Timeout => Err(Failure::Timeout),
-            Reply::Transport(m) => Err(Failure::Transport(m.clone())),
-            Reply::Body { status, .. } if *status != 200 => {
+            RawReply::Timeout => Err(Failure::Timeout),
+            RawReply::Transport(m) => Err(Failure::Transport(m.clone())),
+            RawReply::Body { status, .. } if *status != 200 => {
                 Err(Failure::Transport(format!("HTTP {status}")))
             }
-            Reply::Body { bytes, .. } => serde_json::from_slice(bytes)
+            RawReply::Body { bytes, .. } => serde_json::from_slice(bytes)
                 .map_err(|e| Failure::Malformed(format!("reply is not the documented JSON: {e}"))),
         }
     }
@@ -291,7 +283,9 @@ impl KiccClient {
     ) -> GatewayCall<T> {
         let latency = exchange.started.elapsed();
         let (http_status, response_body) = match &exchange.reply {
-            Reply::Body { status, bytes } => (Some(i32::from(*status)), Some(redact_body(bytes))),
+            RawReply::Body { status, bytes } => {
+                (Some(i32::from(*status)), Some(redact_body(bytes)))
+            }
             _ => (None, None),
         };
         let label = outcome.label();
@@ -352,6 +346,49 @@ impl KiccClient {
         serde_json::to_vec(request).expect("wire types serialize")
     }
 
+    /// Records, sends, interprets and completes one call. Any code but `0000` is a decline;
+    /// `accept` turns a `0000` reply into the result (and may still find it malformed or
+    /// untrustworthy).
+    async fn call<R, T>(
+        &self,
+        api: Api,
+        order_id: Option<i64>,
+        (key, date): (String, String),
+        body: Vec<u8>,
+        accept: impl FnOnce(R) -> Outcome<T>,
+    ) -> Result<GatewayCall<T>, ClientError>
+    where
+        R: Reply + DeserializeOwned,
+    {
+        let exchange = self.send(api, order_id, key, date, body).await?;
+        let (outcome, summary) = match Self::parse::<R>(&exchange) {
+            Err(failure) => (failure.into(), Summary::default()),
+            Ok(reply) => {
+                let summary = Summary {
+                    res_cd: Some(reply.code().to_owned()),
+                    res_msg: reply.message().map(str::to_owned),
+                    pg_cno: reply.pg_cno().map(str::to_owned),
+                };
+                let outcome = if reply.code() == "0000" {
+                    accept(reply)
+                } else {
+                    Outcome::Declined {
+                        code: reply.code().to_owned(),
+                        message: reply.message().unwrap_or_default().to_owned(),
+                        detail: decode_detail(reply.detail().map(str::to_owned)),
+                    }
+                };
+                (outcome, summary)
+            }
+        };
+        Ok(self.finish(api, exchange, outcome, summary).await)
+    }
+
+    /// A fresh key and today's date (KST) for a new request.
+    fn fresh() -> (String, String) {
+        (new_key(), kst_now().0)
+    }
+
     // -----------------------------------------------------------------------------------------
     // WeChat Pay
 
@@ -363,8 +400,7 @@ impl KiccClient {
         return_url: &str,
         notify_url: &str,
     ) -> Result<GatewayCall<Registered>, ClientError> {
-        let (date, _) = kst_now();
-        let key = new_key();
+        let (key, date) = Self::fresh();
         let request = wire::CreateTransactionRequest {
             mall_id: self.settings.mall_id.clone(),
             shop_transaction_id: key.clone(),
@@ -386,42 +422,22 @@ impl KiccClient {
             },
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::WechatCreate,
-                Some(order.id),
-                key,
-                date,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::CreateTransactionResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.pg_cno.clone(),
-                };
-                let outcome = if r.res_cd != "0000" {
-                    declined(r.res_cd, r.res_msg, r.res_detail_msg)
-                } else {
-                    match (r.pg_cno, r.payment_page_url) {
-                        (Some(pg_cno), Some(url)) if !pg_cno.is_empty() && !url.is_empty() => {
-                            Outcome::Accepted(Registered {
-                                pg_cno,
-                                payment_page_url: url,
-                            })
-                        }
-                        _ => Outcome::Malformed("0000 without pgCno or paymentPageUrl".into()),
-                    }
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::WechatCreate, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::WechatCreate,
+            Some(order.id),
+            (key, date),
+            Self::body(&request),
+            |r: wire::CreateTransactionResponse| match (r.pg_cno, r.payment_page_url) {
+                (Some(pg_cno), Some(url)) if !pg_cno.is_empty() && !url.is_empty() => {
+                    Outcome::Accepted(Registered {
+                        pg_cno,
+                        payment_page_url: url,
+                    })
+                }
+                _ => Outcome::Malformed("0000 without pgCno or paymentPageUrl".into()),
+            },
+        )
+        .await
     }
 
     /// Payment status check: `POST /api/trades/wechatpay/find` (spec 06).
@@ -430,8 +446,7 @@ impl KiccClient {
         order_id: Option<i64>,
         pg_cno: &str,
     ) -> Result<GatewayCall<PaymentStatus>, ClientError> {
-        let (date, _) = kst_now();
-        let key = new_key();
+        let (key, date) = Self::fresh();
         let request = wire::WechatFindRequest {
             mall_id: self.settings.mall_id.clone(),
             shop_transaction_id: key.clone(),
@@ -439,41 +454,27 @@ impl KiccClient {
             cancel_pg_cno: None,
         };
         request.validate()?;
-        let exchange = self
-            .send(Api::WechatFind, order_id, key, date, Self::body(&request))
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::WechatFindResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.pg_cno.clone(),
-                };
-                let outcome = if r.res_cd != "0000" {
-                    declined(r.res_cd, r.res_msg, r.res_detail_msg)
-                } else {
-                    match r.status_cd.as_deref() {
-                        None | Some("") => Outcome::Malformed("0000 without statusCd".into()),
-                        Some(code) => Outcome::Accepted(PaymentStatus {
-                            pg_cno: r.pg_cno.unwrap_or_else(|| pg_cno.to_owned()),
-                            shop_order_no: r.shop_order_no,
-                            status: TradeStatus::from_code(code),
-                            amount: r
-                                .amount_info
-                                .as_ref()
-                                .and_then(wire::ReceivedAmountInfo::value),
-                            currency: r.amount_info.and_then(|a| a.currency),
-                            approval_date: r.approval_date,
-                        }),
-                    }
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::WechatFind, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::WechatFind,
+            order_id,
+            (key, date),
+            Self::body(&request),
+            |r: wire::WechatFindResponse| match r.status_cd.as_deref() {
+                None | Some("") => Outcome::Malformed("0000 without statusCd".into()),
+                Some(code) => Outcome::Accepted(PaymentStatus {
+                    pg_cno: r.pg_cno.clone().unwrap_or_else(|| pg_cno.to_owned()),
+                    shop_order_no: r.shop_order_no.clone(),
+                    status: TradeStatus::from_code(code),
+                    amount: r
+                        .amount_info
+                        .as_ref()
+                        .and_then(wire::ReceivedAmountInfo::value),
+                    currency: r.amount_info.as_ref().and_then(|a| a.currency.clone()),
+                    approval_date: r.approval_date.clone(),
+                }),
+            },
+        )
+        .await
     }
 
     /// Cancellation status check: `/api/trades/wechatpay/find` with `cancelPgCno` (spec 06).
@@ -483,8 +484,7 @@ impl KiccClient {
         pg_cno: &str,
         cancel_pg_cno: &str,
     ) -> Result<GatewayCall<CancelStatus>, ClientError> {
-        let (date, _) = kst_now();
-        let key = new_key();
+        let (key, date) = Self::fresh();
         let request = wire::WechatFindRequest {
             mall_id: self.settings.mall_id.clone(),
             shop_transaction_id: key.clone(),
@@ -492,49 +492,34 @@ impl KiccClient {
             cancel_pg_cno: Some(cancel_pg_cno.to_owned()),
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::WechatFindCancel,
-                order_id,
-                key,
-                date,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::WechatFindResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.pg_cno.clone(),
-                };
-                let outcome = if r.res_cd != "0000" {
-                    declined(r.res_cd, r.res_msg, r.res_detail_msg)
-                } else {
-                    match r.cancel_status.as_deref().or(r.status_cd.as_deref()) {
-                        None | Some("") => Outcome::Malformed("0000 without cancelStatus".into()),
-                        Some(code) => Outcome::Accepted(CancelStatus {
-                            pg_cno: r.pg_cno.unwrap_or_else(|| pg_cno.to_owned()),
-                            cancel_pg_cno: r
-                                .cancel_pg_cno
-                                .unwrap_or_else(|| cancel_pg_cno.to_owned()),
-                            status: TradeStatus::from_code(code),
-                            amount: r
-                                .amount_info
-                                .as_ref()
-                                .and_then(wire::ReceivedAmountInfo::value),
-                            currency: r.amount_info.and_then(|a| a.currency),
-                            transaction_date: r.transaction_date,
-                        }),
-                    }
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::WechatFindCancel, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::WechatFindCancel,
+            order_id,
+            (key, date),
+            Self::body(&request),
+            |r: wire::WechatFindResponse| match r
+                .cancel_status
+                .as_deref()
+                .or(r.status_cd.as_deref())
+            {
+                None | Some("") => Outcome::Malformed("0000 without cancelStatus".into()),
+                Some(code) => Outcome::Accepted(CancelStatus {
+                    pg_cno: r.pg_cno.clone().unwrap_or_else(|| pg_cno.to_owned()),
+                    cancel_pg_cno: r
+                        .cancel_pg_cno
+                        .clone()
+                        .unwrap_or_else(|| cancel_pg_cno.to_owned()),
+                    status: TradeStatus::from_code(code),
+                    amount: r
+                        .amount_info
+                        .as_ref()
+                        .and_then(wire::ReceivedAmountInfo::value),
+                    currency: r.amount_info.as_ref().and_then(|a| a.currency.clone()),
+                    transaction_date: r.transaction_date.clone(),
+                }),
+            },
+        )
+        .await
     }
 
     /// Cancel or partial cancel of a WeChat Pay payment: `POST /api/trades/wechatpay/revise`
@@ -548,8 +533,7 @@ impl KiccClient {
         notify_url: &str,
         cancel_req_date: Option<&str>,
     ) -> Result<GatewayCall<CancelAccepted>, ClientError> {
-        let (today, _) = kst_now();
-        let key = new_key();
+        let (key, today) = Self::fresh();
         let (code, amount_info) = match amount {
             CancelAmount::Full => ("40", None),
             CancelAmount::Partial(minor) => (
@@ -575,41 +559,23 @@ impl KiccClient {
             amount_info,
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::WechatRevise,
-                Some(order.id),
-                key,
-                today,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::WechatReviseResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.pg_cno.clone(),
-                };
-                let outcome = if r.res_cd != "0000" {
-                    declined(r.res_cd, r.res_msg, None)
-                } else {
-                    Outcome::Accepted(CancelAccepted {
-                        pg_cno: r.pg_cno,
-                        cancel_pg_cno: r.cancel_pg_cno,
-                        cancel_date: r.cancel_date,
-                        cancel_amount: None,
-                        remain_amount: None,
-                        status: None,
-                    })
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::WechatRevise, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::WechatRevise,
+            Some(order.id),
+            (key, today),
+            Self::body(&request),
+            |r: wire::WechatReviseResponse| {
+                Outcome::Accepted(CancelAccepted {
+                    pg_cno: r.pg_cno,
+                    cancel_pg_cno: r.cancel_pg_cno,
+                    cancel_date: r.cancel_date,
+                    cancel_amount: None,
+                    remain_amount: None,
+                    status: None,
+                })
+            },
+        )
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -623,8 +589,7 @@ impl KiccClient {
         order: &Order,
         authorization_id: &str,
     ) -> Result<GatewayCall<Approval>, ClientError> {
-        let (date, _) = kst_now();
-        let key = new_key();
+        let (key, date) = Self::fresh();
         let request = wire::ApprovalRequest {
             mall_id: self.settings.mall_id.clone(),
             shop_order_no: order.shop_order_no.to_string(),
@@ -633,35 +598,17 @@ impl KiccClient {
             approval_req_date: date.clone(),
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::ApprovalV2,
-                Some(order.id),
-                key,
-                date,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::ApprovalResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.pg_cno.clone(),
-                };
-                (self.interpret_approval(r), summary)
-            }
-        };
-        Ok(self
-            .finish(Api::ApprovalV2, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::ApprovalV2,
+            Some(order.id),
+            (key, date),
+            Self::body(&request),
+            |r| self.verified_approval(r),
+        )
+        .await
     }
 
-    fn interpret_approval(&self, r: wire::ApprovalResponse) -> Outcome<Approval> {
-        if r.res_cd != "0000" {
-            return declined(r.res_cd, r.res_msg, None);
-        }
+    fn verified_approval(&self, r: wire::ApprovalResponse) -> Outcome<Approval> {
         let (Some(pg_cno), Some(amount), Some(transaction_date)) =
             (r.pg_cno, r.amount, r.transaction_date)
         else {
@@ -706,8 +653,7 @@ impl KiccClient {
         amount: CancelAmount,
         cancel_req_date: Option<&str>,
     ) -> Result<GatewayCall<CancelAccepted>, ClientError> {
-        let (today, _) = kst_now();
-        let key = new_key();
+        let (key, today) = Self::fresh();
         let (code, amount_minor) = match amount {
             CancelAmount::Full => ("40", None),
             CancelAmount::Partial(minor) => ("32", Some(minor)),
@@ -728,39 +674,23 @@ impl KiccClient {
             revise_message: None,
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::Revise,
-                Some(order.id),
-                key,
-                today,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::ApprovalResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.ori_pg_cno.clone().or(r.pg_cno.clone()),
-                };
-                let outcome = if r.res_cd != "0000" {
-                    declined(r.res_cd, r.res_msg, None)
-                } else {
-                    Outcome::Accepted(CancelAccepted {
-                        pg_cno: r.ori_pg_cno.or(r.pg_cno),
-                        cancel_pg_cno: r.cancel_pg_cno,
-                        cancel_date: r.transaction_date,
-                        cancel_amount: r.cancel_amount,
-                        remain_amount: r.remain_amount,
-                        status: r.status_code.as_deref().map(TradeStatus::from_code),
-                    })
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self.finish(Api::Revise, exchange, outcome, summary).await)
+        self.call(
+            Api::Revise,
+            Some(order.id),
+            (key, today),
+            Self::body(&request),
+            |r: wire::ApprovalResponse| {
+                Outcome::Accepted(CancelAccepted {
+                    pg_cno: r.ori_pg_cno.or(r.pg_cno),
+                    cancel_pg_cno: r.cancel_pg_cno,
+                    cancel_date: r.transaction_date,
+                    cancel_amount: r.cancel_amount,
+                    remain_amount: r.remain_amount,
+                    status: r.status_code.as_deref().map(TradeStatus::from_code),
+                })
+            },
+        )
+        .await
     }
 
     /// Status of an earlier approval or cancel by its key and date:
@@ -771,55 +701,35 @@ impl KiccClient {
         original_key: &str,
         original_date: &str,
     ) -> Result<GatewayCall<RetrievedTransaction>, ClientError> {
-        let (today, _) = kst_now();
-        // The lookup itself is a new request with its own record; the original key goes in the
-        // body (it is the key KICC looks up), so this row's key is fresh.
-        let key = new_key();
+        // The lookup is a request of its own with its own row (and fresh row key); the original
+        // key goes in the body: it is what KICC looks up.
         let request = wire::RetrieveTransactionRequest {
             mall_id: self.settings.mall_id.clone(),
             shop_transaction_id: original_key.to_owned(),
             transaction_date: original_date.to_owned(),
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::RetrieveTransaction,
-                order_id,
-                key,
-                today,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::ApprovalResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.res_cd.clone()),
-                    res_msg: r.res_msg.clone(),
-                    pg_cno: r.pg_cno.clone(),
-                };
-                let outcome = if r.res_cd != "0000" {
-                    declined(r.res_cd, r.res_msg, None)
-                } else {
-                    Outcome::Accepted(RetrievedTransaction {
-                        pg_cno: r.pg_cno.or(r.ori_pg_cno),
-                        shop_order_no: r.shop_order_no,
-                        amount: r.amount.or(r.cancel_amount),
-                        transaction_date: r.transaction_date,
-                        status: r.status_code.as_deref().map(TradeStatus::from_code),
-                        cancel_pg_cno: r.cancel_pg_cno,
-                    })
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::RetrieveTransaction, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::RetrieveTransaction,
+            order_id,
+            Self::fresh(),
+            Self::body(&request),
+            |r: wire::ApprovalResponse| {
+                Outcome::Accepted(RetrievedTransaction {
+                    pg_cno: r.pg_cno.or(r.ori_pg_cno),
+                    shop_order_no: r.shop_order_no,
+                    amount: r.amount.or(r.cancel_amount),
+                    transaction_date: r.transaction_date,
+                    status: r.status_code.as_deref().map(TradeStatus::from_code),
+                    cancel_pg_cno: r.cancel_pg_cno,
+                })
+            },
+        )
+        .await
     }
 
     // -----------------------------------------------------------------------------------------
-    // KICC Pay (spec 03, 06)
+    // KICC Pay (spec 03, 06). The row key of a KICC Pay call is its X-KICC-Nonce.
 
     fn kiccpay_approval_request(
         &self,
@@ -862,28 +772,16 @@ impl KiccClient {
         let tran = KiccPayTransmission { tran_dt, tran_tm };
         let request = self.kiccpay_approval_request(order, authorization_id, &tran);
         request.validate()?;
-        let exchange = self
-            .send(
+        let merc_trx_no = request.merc_trx_no.clone();
+        let call = self
+            .call(
                 Api::KiccPayApprove,
                 Some(order.id),
-                new_key(),
-                tran.tran_dt.clone(),
+                (new_key(), tran.tran_dt.clone()),
                 Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::KiccPayResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.resp_cd.clone()),
-                    res_msg: r.resp_msg.clone(),
-                    pg_cno: None,
-                };
-                let outcome = if r.resp_cd != "0000" {
-                    declined(r.resp_cd, r.resp_msg, None)
-                } else {
+                |r: wire::KiccPayResponse| {
                     Outcome::Accepted(KiccPayApproval {
-                        merc_trx_no: r.merc_trx_no.unwrap_or_else(|| request.merc_trx_no.clone()),
+                        merc_trx_no: r.merc_trx_no.unwrap_or(merc_trx_no),
                         amount: r.trx_amt,
                         approval_date: r.aprv_dt,
                         approval_time: r.aprv_tm,
@@ -892,15 +790,10 @@ impl KiccClient {
                         card_confirm_no: r.card_confirm_no,
                         issuer_name: r.iss_fm_nm,
                     })
-                };
-                (outcome, summary)
-            }
-        };
-        Ok((
-            self.finish(Api::KiccPayApprove, exchange, outcome, summary)
-                .await,
-            tran,
-        ))
+                },
+            )
+            .await?;
+        Ok((call, tran))
     }
 
     /// KICC Pay net-cancel: `POST /smpy/kiccpay/reqRtran` with exactly the approval's data
@@ -913,35 +806,14 @@ impl KiccClient {
     ) -> Result<GatewayCall<()>, ClientError> {
         let request = self.kiccpay_approval_request(order, authorization_id, approval);
         request.validate()?;
-        let (today, _) = kst_now();
-        let exchange = self
-            .send(
-                Api::KiccPayNetCancel,
-                Some(order.id),
-                new_key(),
-                today,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::KiccPayResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.resp_cd.clone()),
-                    res_msg: r.resp_msg.clone(),
-                    pg_cno: None,
-                };
-                let outcome = if r.resp_cd != "0000" {
-                    declined(r.resp_cd, r.resp_msg, None)
-                } else {
-                    Outcome::Accepted(())
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::KiccPayNetCancel, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::KiccPayNetCancel,
+            Some(order.id),
+            Self::fresh(),
+            Self::body(&request),
+            |_: wire::KiccPayResponse| Outcome::Accepted(()),
+        )
+        .await
     }
 
     /// KICC Pay cancel: `POST /smpy/kiccpay/reqCancel` (spec 06), by our merchant transaction
@@ -975,38 +847,20 @@ impl KiccClient {
             org_aprv_no: original_approval_no.to_owned(),
         };
         request.validate()?;
-        let exchange = self
-            .send(
-                Api::KiccPayCancel,
-                Some(order.id),
-                new_key(),
-                tran_dt,
-                Self::body(&request),
-            )
-            .await?;
-        let (outcome, summary) = match Self::parse::<wire::KiccPayResponse>(&exchange) {
-            Err(f) => (f.into(), Summary::default()),
-            Ok(r) => {
-                let summary = Summary {
-                    res_cd: Some(r.resp_cd.clone()),
-                    res_msg: r.resp_msg.clone(),
-                    pg_cno: None,
-                };
-                let outcome = if r.resp_cd != "0000" {
-                    declined(r.resp_cd, r.resp_msg, None)
-                } else {
-                    Outcome::Accepted(KiccPayCancelled {
-                        merc_trx_no: r.merc_trx_no.unwrap_or(merc_trx_no),
-                        approval_no: r.aprv_no,
-                        amount: r.trx_amt,
-                    })
-                };
-                (outcome, summary)
-            }
-        };
-        Ok(self
-            .finish(Api::KiccPayCancel, exchange, outcome, summary)
-            .await)
+        self.call(
+            Api::KiccPayCancel,
+            Some(order.id),
+            (new_key(), tran_dt),
+            Self::body(&request),
+            |r: wire::KiccPayResponse| {
+                Outcome::Accepted(KiccPayCancelled {
+                    merc_trx_no: r.merc_trx_no.unwrap_or(merc_trx_no),
+                    approval_no: r.aprv_no,
+                    amount: r.trx_amt,
+                })
+            },
+        )
+        .await
     }
 }
 

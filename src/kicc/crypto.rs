@@ -24,20 +24,20 @@ fn hmac(key: &[u8]) -> HmacSha256 {
 /// - approval response (spec 02): `pgCno|amount|transactionDate` (the merchant verifies)
 /// - revise (cancel) request (spec 06): `pgCno|shopTransactionId` (the merchant signs)
 pub fn msg_auth_value(secret_key: &str, fields: &[&str]) -> String {
-    let mut mac = hmac(secret_key.as_bytes());
-    mac.update(fields.join("|").as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    hex::encode(msg_auth_mac(secret_key, fields).finalize().into_bytes())
 }
 
 /// Checks a received msgAuthValue in constant time (spec 06: "Compare with a constant-time
 /// comparison"). Hex case is ignored; anything that is not 64 hex digits fails.
 pub fn verify_msg_auth_value(secret_key: &str, fields: &[&str], received: &str) -> bool {
-    let Ok(tag) = hex::decode(received.trim()) else {
-        return false;
-    };
+    hex::decode(received.trim())
+        .is_ok_and(|tag| msg_auth_mac(secret_key, fields).verify_slice(&tag).is_ok())
+}
+
+fn msg_auth_mac(secret_key: &str, fields: &[&str]) -> HmacSha256 {
     let mut mac = hmac(secret_key.as_bytes());
     mac.update(fields.join("|").as_bytes());
-    mac.verify_slice(&tag).is_ok()
+    mac
 }
 
 /// `X-KICC-Authorization` of a KICC Pay call (spec 06): Base64(HMAC-SHA256(secret,
@@ -51,17 +51,18 @@ pub fn kiccpay_signature(
     nonce: &str,
     body: &[u8],
 ) -> String {
-    let mut mac = hmac(secret_key.as_bytes());
-    for part in [
-        channel_id.as_bytes(),
-        request_uri.as_bytes(),
-        timestamp_ms.as_bytes(),
-        nonce.as_bytes(),
-        body,
-    ] {
-        mac.update(part);
-    }
-    BASE64.encode(mac.finalize().into_bytes())
+    BASE64.encode(
+        kiccpay_mac(
+            secret_key,
+            channel_id,
+            request_uri,
+            timestamp_ms,
+            nonce,
+            body,
+        )
+        .finalize()
+        .into_bytes(),
+    )
 }
 
 /// Checks an `X-KICC-Authorization` value in constant time.
@@ -74,9 +75,28 @@ pub fn verify_kiccpay_signature(
     body: &[u8],
     received: &str,
 ) -> bool {
-    let Ok(tag) = BASE64.decode(received.trim()) else {
-        return false;
-    };
+    BASE64.decode(received.trim()).is_ok_and(|tag| {
+        kiccpay_mac(
+            secret_key,
+            channel_id,
+            request_uri,
+            timestamp_ms,
+            nonce,
+            body,
+        )
+        .verify_slice(&tag)
+        .is_ok()
+    })
+}
+
+fn kiccpay_mac(
+    secret_key: &str,
+    channel_id: &str,
+    request_uri: &str,
+    timestamp_ms: &str,
+    nonce: &str,
+    body: &[u8],
+) -> HmacSha256 {
     let mut mac = hmac(secret_key.as_bytes());
     for part in [
         channel_id.as_bytes(),
@@ -87,7 +107,7 @@ pub fn verify_kiccpay_signature(
     ] {
         mac.update(part);
     }
-    mac.verify_slice(&tag).is_ok()
+    mac
 }
 
 /// KICC Pay `tokenKey` (spec 03: "Must encrypt the authorizationId … using AES256").

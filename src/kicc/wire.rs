@@ -77,6 +77,50 @@ pub fn optional_amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D
     Ok(Option::<Wrapper>::deserialize(d)?.map(|Wrapper(n)| n))
 }
 
+/// What every KICC reply carries: its code, message and (where present) transaction id.
+pub trait Reply {
+    /// `resCd`, or `respCd` for KICC Pay.
+    fn code(&self) -> &str;
+    fn message(&self) -> Option<&str>;
+    fn pg_cno(&self) -> Option<&str>;
+    /// `resDetailMsg` where the API has one (URL-encoded).
+    fn detail(&self) -> Option<&str> {
+        None
+    }
+}
+
+macro_rules! reply {
+    ($type:ty, $code:ident, $message:ident, |$r:ident| $pg_cno:expr $(, detail: $detail:ident)?) => {
+        impl Reply for $type {
+            fn code(&self) -> &str {
+                &self.$code
+            }
+            fn message(&self) -> Option<&str> {
+                self.$message.as_deref()
+            }
+            fn pg_cno(&self) -> Option<&str> {
+                let $r = self;
+                $pg_cno
+            }
+            $(fn detail(&self) -> Option<&str> {
+                self.$detail.as_deref()
+            })?
+        }
+    };
+}
+
+reply!(CreateTransactionResponse, res_cd, res_msg, |r| r.pg_cno.as_deref(), detail: res_detail_msg);
+reply!(WechatFindResponse, res_cd, res_msg, |r| r.pg_cno.as_deref(), detail: res_detail_msg);
+reply!(WechatReviseResponse, res_cd, res_msg, |r| r
+    .pg_cno
+    .as_deref());
+// The generic revise names the original payment `oriPgCno`.
+reply!(ApprovalResponse, res_cd, res_msg, |r| r
+    .pg_cno
+    .as_deref()
+    .or(r.ori_pg_cno.as_deref()));
+reply!(KiccPayResponse, resp_cd, resp_msg, |_r| None);
+
 // ---------------------------------------------------------------------------------------------
 // WeChat Pay: create transaction (spec 01)
 
