@@ -32,6 +32,16 @@ fn limit(field: &'static str, value: &str, max: usize) -> Result<(), InvalidRequ
     Ok(())
 }
 
+fn one_of(field: &'static str, value: &str, allowed: &[&str]) -> Result<(), InvalidRequest> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(InvalidRequest {
+        field,
+        message: format!("must be one of {}", allowed.join(", ")),
+    })
+}
+
 fn required(field: &'static str, value: &str, max: usize) -> Result<(), InvalidRequest> {
     if value.is_empty() {
         return Err(InvalidRequest {
@@ -165,19 +175,13 @@ impl CreateTransactionRequest {
         required("shopOrderNo", &self.shop_order_no, 40)?;
         english("goodsName", &self.goods_name, 100)?;
         required("returnUrl", &self.return_url, 256)?;
-        if !matches!(self.trade_type.as_str(), "native" | "mweb") {
-            return Err(InvalidRequest {
-                field: "tradeType",
-                message: "must be native or mweb".into(),
-            });
-        }
+        one_of("tradeType", self.trade_type.as_str(), &["native", "mweb"])?;
         required("notifyUrl", &self.notify_url, 256)?;
-        if !matches!(self.amount_info.currency.as_str(), "KRW" | "USD") {
-            return Err(InvalidRequest {
-                field: "amountInfo.currency",
-                message: "must be KRW or USD".into(),
-            });
-        }
+        one_of(
+            "amountInfo.currency",
+            self.amount_info.currency.as_str(),
+            &["KRW", "USD"],
+        )?;
         if self.amount_info.total_amount <= 0 {
             return Err(InvalidRequest {
                 field: "amountInfo.totalAmount",
@@ -381,12 +385,11 @@ impl WechatReviseRequest {
         required("mallId", &self.mall_id, 8)?;
         required("shopTransactionId", &self.shop_transaction_id, 60)?;
         required("pgCno", &self.pg_cno, 60)?;
-        if !matches!(self.revise_type_code.as_str(), "40" | "32") {
-            return Err(InvalidRequest {
-                field: "reviseTypeCode",
-                message: "must be 40 or 32".into(),
-            });
-        }
+        one_of(
+            "reviseTypeCode",
+            self.revise_type_code.as_str(),
+            &["40", "32"],
+        )?;
         date8("cancelReqDate", &self.cancel_req_date)?;
         required("msgAuthValue", &self.msg_auth_value, 200)?;
         if let Some(url) = &self.notify_url {
@@ -456,12 +459,11 @@ impl ReviseRequest {
         required("mallId", &self.mall_id, 8)?;
         required("shopTransactionId", &self.shop_transaction_id, 60)?;
         required("pgCno", &self.pg_cno, 20)?;
-        if !matches!(self.revise_type_code.as_str(), "40" | "32" | "33") {
-            return Err(InvalidRequest {
-                field: "reviseTypeCode",
-                message: "must be 40, 32 or 33".into(),
-            });
-        }
+        one_of(
+            "reviseTypeCode",
+            self.revise_type_code.as_str(),
+            &["40", "32", "33"],
+        )?;
         date8("cancelReqDate", &self.cancel_req_date)?;
         required("msgAuthValue", &self.msg_auth_value, 200)?;
         if let Some(m) = &self.revise_message {
@@ -620,12 +622,7 @@ impl KiccPayCancelRequest {
         required("svcId", &self.svc_id, 10)?;
         required("bizrNo", &self.bizr_no, 10)?;
         required("mercTrxNo", &self.merc_trx_no, 20)?;
-        if !matches!(self.wcc.as_str(), "G" | "T") {
-            return Err(InvalidRequest {
-                field: "wcc",
-                message: "must be G or T".into(),
-            });
-        }
+        one_of("wcc", self.wcc.as_str(), &["G", "T"])?;
         required("cndTrxNo", &self.cnd_trx_no, 40)?;
         date8("tranDt", &self.tran_dt)?;
         date8("orgAprvDt", &self.org_aprv_dt)?;
