@@ -363,15 +363,25 @@ pub fn run_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> 
 /// Runs `f` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
 /// up front, so concurrent read-then-write transactions wait (busy_timeout) instead of failing
 /// with "database is locked" when they upgrade. On PostgreSQL it is a plain transaction; the
-/// statements inside are compare-and-set updates.
+/// statements inside are compare-and-set updates. Called inside another write transaction it
+/// becomes a savepoint, so repository functions compose (a transition and a compensation row
+/// in one commit).
 pub fn write_transaction<T, E, F>(conn: &mut AnyConnection, f: F) -> Result<T, E>
 where
     F: FnOnce(&mut AnyConnection) -> Result<T, E>,
     E: From<diesel::result::Error>,
 {
+    // Inside an outer transaction this is a savepoint of it (the outer one holds the lock).
+    let nested = !matches!(
+        AnyConnection::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(None)
+    );
     let AnyConnection::Sqlite(sqlite) = conn else {
         return conn.transaction(f);
     };
+    if nested {
+        return conn.transaction(f);
+    }
     AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
     match f(conn) {
         Ok(value) => {

@@ -234,6 +234,34 @@ both_backends! {
     }
 }
 
+both_backends! {
+    fn transitions_compose_inside_one_write_transaction(test_db) {
+        use kicc_checkout::db::{DbError, write_transaction};
+        let db = test_db.connect(1);
+        let mut conn = db.get().unwrap();
+        let order = order_in(&mut conn, S::Pending);
+        // A failure after the transition rolls the transition back with everything else.
+        let failed: Result<(), DbError> = write_transaction(&mut conn, |conn| {
+            let t = Transition::new(order.id, S::Pending, E::CompensationStarted, "amount mismatch");
+            assert!(orders::transition(conn, &t)?.is_applied());
+            orders::add_note(conn, order.id, "note", "written, then rolled back")?;
+            Err(DbError::Corrupt("the job row could not be written".into()))
+        });
+        assert!(failed.is_err());
+        assert_eq!(orders::find_by_id(&mut conn, order.id).unwrap().unwrap().status, S::Pending);
+        let timeline = orders::timeline(&mut conn, order.id).unwrap();
+        assert!(timeline.iter().all(|t| t.event != "compensation_started" && t.event != "note"), "{timeline:?}");
+        // The same work, succeeding, commits both.
+        write_transaction(&mut conn, |conn| {
+            let t = Transition::new(order.id, S::Pending, E::CompensationStarted, "amount mismatch");
+            assert!(orders::transition(conn, &t)?.is_applied());
+            orders::add_note(conn, order.id, "note", "kept")
+        }).unwrap();
+        assert_eq!(orders::find_by_id(&mut conn, order.id).unwrap().unwrap().status, S::Compensating);
+        assert_eq!(orders::timeline(&mut conn, order.id).unwrap().iter().filter(|t| t.event == "note").count(), 1);
+    }
+}
+
 /// `threads` threads apply `events[i % events.len()]` from `from` to one order at the same
 /// moment; returns the outcomes.
 fn race(db: &Db, order: &Order, from: S, events: &[E], threads: usize) -> Vec<TransitionOutcome> {
