@@ -6,6 +6,7 @@ pub mod error;
 mod health;
 pub mod metrics;
 pub mod pages;
+pub mod qr;
 mod shop;
 
 use std::sync::Arc;
