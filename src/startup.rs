@@ -45,6 +45,31 @@ pub async fn open_database(
     .map_err(StartupError::Database)
 }
 
+/// The cookie signing key: 64 random bytes made at first start and kept in the database, so
+/// carts survive restarts and every instance on one database accepts the others' cookies.
+async fn load_cookie_key(db: &Db) -> Result<actix_web::cookie::Key, StartupError> {
+    let hex_key = db
+        .run(|conn| {
+            crate::db::app_keys::get_or_create(conn, "cookie", || {
+                let random: Vec<u8> = (0..4)
+                    .flat_map(|_| *uuid::Uuid::new_v4().as_bytes())
+                    .collect();
+                hex::encode(random)
+            })
+        })
+        .await
+        .map_err(StartupError::Database)?;
+    let bytes = hex::decode(&hex_key)
+        .ok()
+        .filter(|b| b.len() >= 64)
+        .ok_or_else(|| {
+            StartupError::Database(DbError::Corrupt(
+                "app_keys.cookie is not 64 hex bytes".into(),
+            ))
+        })?;
+    Ok(actix_web::cookie::Key::from(&bytes))
+}
+
 /// A built, bound, not yet running app.
 pub struct Application {
     server: Server,
@@ -76,7 +101,9 @@ impl Application {
         );
         log::debug!("configuration: {config:?}");
 
+        let cookie_key = load_cookie_key(&db).await?;
         let state = web::Data::new(AppState {
+            cookie_key,
             db,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),

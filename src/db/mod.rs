@@ -5,6 +5,7 @@
 //! `DATABASE_URL`. What the multi-connection cannot express (SQLite's `BEGIN IMMEDIATE`,
 //! PostgreSQL's advisory lock) is matched on the variant here and nowhere else.
 
+pub mod app_keys;
 pub mod gateway_calls;
 pub mod orders;
 pub mod products;

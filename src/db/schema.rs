@@ -146,6 +146,7 @@ diesel::joinable!(order_items -> products (sku));
 diesel::joinable!(webhook_deliveries -> orders (order_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    app_keys,
     compensations,
     gateway_calls,
     order_events,
@@ -154,3 +155,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     products,
     webhook_deliveries,
 );
+
+diesel::table! {
+    app_keys (name) {
+        name -> Text,
+        value -> Text,
+        created_at -> Timestamp,
+    }
+}

@@ -2,6 +2,7 @@
 //! Handlers never touch diesel; they call `Db::run` with a repository function.
 
 mod assets;
+pub mod cart;
 pub mod error;
 mod health;
 pub mod metrics;
@@ -25,12 +26,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_BASE_URL`, or `http://{bound address}`: the base of returnUrl and notifyUrl.
     pub base_url: String,
+    /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
+    pub cookie_key: actix_web::cookie::Key,
 }
 
 /// Every route of the app (DESIGN §3), in one table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(shop::catalog))
         .route("/products/{sku}", web::get().to(shop::product))
+        .route("/cart", web::get().to(cart::show))
+        .route("/cart/items", web::post().to(cart::add))
+        .route("/cart/items/{sku}/remove", web::post().to(cart::remove))
         .route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/static/{file}", web::get().to(assets::serve));

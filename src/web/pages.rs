@@ -64,3 +64,22 @@ pub struct ErrorPage<'a> {
     pub heading: &'a str,
     pub message: &'a str,
 }
+
+pub struct CartLineView {
+    pub sku: String,
+    pub name: String,
+    pub unit_price: String,
+    pub quantity: u32,
+    pub total: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "cart.html")]
+pub struct CartPage {
+    pub layout: Layout,
+    /// The currency the cart is priced in (`KRW` or `USD`), and the other one to switch to.
+    pub currency: String,
+    pub other_currency: String,
+    pub lines: Vec<CartLineView>,
+    pub total: String,
+}

@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod cart;
 mod cli;
 mod harness;
 mod kicc_client;

@@ -22,7 +22,7 @@ both_backends! {
         let db = test_db.connect(2);
         let mut conn = db.get().unwrap();
         for table in ["products", "orders", "order_items", "order_events", "gateway_calls",
-                      "webhook_deliveries", "compensations"] {
+                      "webhook_deliveries", "compensations", "app_keys"] {
             assert_eq!(count(&mut conn, &format!("SELECT COUNT(*) AS n FROM {table}")),
                        if table == "products" { 7 } else { 0 }, "{table}");
         }
