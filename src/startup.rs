@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::{Config, ConfigError};
 use crate::db::{DatabaseUrl, Db, DbError, PoolOptions};
+use crate::sandbox::{SandboxConfig, SandboxState};
 use crate::web::{AppState, Metrics};
 
 /// Why the program could not start: one line, naming the variable at fault where there is one.
@@ -50,6 +51,7 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     state: web::Data<AppState>,
+    sandbox: Option<web::Data<SandboxState>>,
 }
 
 impl Application {
@@ -76,6 +78,14 @@ impl Application {
         );
         log::debug!("configuration: {config:?}");
 
+        // Sandbox mode: the sandbox gateway is mounted at /sandbox and reached, like KICC, over
+        // HTTP at {base}/sandbox. Live mode never mounts it.
+        let sandbox = config.is_sandbox().then(|| {
+            web::Data::new(SandboxState::new(
+                SandboxConfig::from_app_config(&config),
+                format!("{base_url}/sandbox"),
+            ))
+        });
         let state = web::Data::new(AppState {
             db,
             config: Arc::new(config),
@@ -83,6 +93,7 @@ impl Application {
             base_url,
         });
         let app_state = state.clone();
+        let app_sandbox = sandbox.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -96,6 +107,11 @@ impl Application {
                         }),
                 )
                 .configure(crate::web::routes)
+                .configure(|cfg| {
+                    if let Some(sandbox) = &app_sandbox {
+                        crate::sandbox::mount(cfg, sandbox.clone());
+                    }
+                })
                 .default_service(web::to(crate::web::not_found))
         })
         .listen(listener)
@@ -105,6 +121,7 @@ impl Application {
             server,
             addr,
             state,
+            sandbox,
         })
     }
 
@@ -125,6 +142,11 @@ impl Application {
         &self.state
     }
 
+    /// The mounted sandbox gateway (sandbox mode only).
+    pub fn sandbox(&self) -> Option<&web::Data<SandboxState>> {
+        self.sandbox.as_ref()
+    }
+
     /// Serves until SIGINT/SIGTERM (actix-web stops accepting, then drains in-flight requests).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
@@ -133,7 +155,7 @@ impl Application {
 
 /// `http://{addr}`, with an unspecified address (0.0.0.0, ::) replaced by loopback so the URL
 /// can be called back.
-fn default_base_url(addr: SocketAddr) -> String {
+pub(crate) fn default_base_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
