@@ -21,15 +21,16 @@ pub const MALFORMED_BODY: &str =
     "<html><head><title>Service Unavailable</title></head><body>upstream busy</body></html>";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(api::CREATE, web::post().to(create))
-        .route(api::FIND, web::post().to(find))
-        .route(api::WECHAT_REVISE, web::post().to(wechat_revise))
-        .route(api::APPROVAL, web::post().to(approval))
-        .route(api::REVISE, web::post().to(revise))
-        .route(api::RETRIEVE, web::post().to(retrieve))
-        .route(api::KICCPAY_APPROVE, web::post().to(kiccpay_approve))
-        .route(api::KICCPAY_NET_CANCEL, web::post().to(kiccpay_net_cancel))
-        .route(api::KICCPAY_CANCEL, web::post().to(kiccpay_cancel));
+    // Resources, so another method answers 405 rather than 404.
+    cfg.service(web::resource(api::CREATE).route(web::post().to(create)))
+        .service(web::resource(api::FIND).route(web::post().to(find)))
+        .service(web::resource(api::WECHAT_REVISE).route(web::post().to(wechat_revise)))
+        .service(web::resource(api::APPROVAL).route(web::post().to(approval)))
+        .service(web::resource(api::REVISE).route(web::post().to(revise)))
+        .service(web::resource(api::RETRIEVE).route(web::post().to(retrieve)))
+        .service(web::resource(api::KICCPAY_APPROVE).route(web::post().to(kiccpay_approve)))
+        .service(web::resource(api::KICCPAY_NET_CANCEL).route(web::post().to(kiccpay_net_cancel)))
+        .service(web::resource(api::KICCPAY_CANCEL).route(web::post().to(kiccpay_cancel)));
 }
 
 /// `POST /api/trades/wechatpay` (spec 01).

@@ -7,5 +7,6 @@ mod helpers;
 mod cli;
 mod harness;
 mod migrations;
+mod sandbox;
 mod serving;
 mod state_machine;
