@@ -40,9 +40,9 @@
 //! within `SANDBOX_AUTO_APPROVE_MS` is approved by the sandbox, which then sends the webhook.
 //!
 //! # Webhooks
-//! After each approval (merchant's, KICC Pay's excepted, or the sandbox's own) the spec-04 body
+//! After each approval of a WeChat trade (the merchant's or the sandbox's own) the spec-04 body
 //! goes to the create's `notifyUrl`; after each WeChat revise with a `notifyUrl`, the spec-05 body
-//! goes there. A delivery is resent until HTTP 200 with JSON `resCd` `"0000"`, at most 15
+//! goes there. KICC Pay has no webhooks: its replies are the result. A delivery is resent until HTTP 200 with JSON `resCd` `"0000"`, at most 15
 //! attempts, waiting `SANDBOX_WEBHOOK_BACKOFF_MS` after the first, doubling, capped at 10
 //! minutes; 10 s per attempt. Every attempt is kept and shown.
 //!
