@@ -1633,7 +1633,7 @@ async fn an_unreachable_notify_url_is_recorded_as_errors() {
 async fn a_paid_trade_the_merchant_does_not_approve_is_approved_by_the_sandbox() {
     let sandbox = Sandbox::spawn_with(&[
         ("SANDBOX_WEBHOOK_BACKOFF_MS", "1"),
-        ("SANDBOX_AUTO_APPROVE_MS", "300"),
+        ("SANDBOX_AUTO_APPROVE_MS", "1000"),
     ])
     .await;
     let receiver = Receiver::spawn(Ack::Always).await;
@@ -1662,7 +1662,8 @@ async fn a_paid_trade_the_merchant_does_not_approve_is_approved_by_the_sandbox()
     let (other_pg, _) = sandbox
         .paid_trade(&other, &receiver.url("/payment"), 2000)
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Well past the auto-approve delay of the second trade.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let other_hits: Vec<Hit> = receiver
         .hits()
         .into_iter()
@@ -1751,7 +1752,7 @@ async fn scenario_approval_late_approves_at_once_and_replies_after_count_ms() {
     let receiver = Receiver::spawn(Ack::Always).await;
     let order = order_no();
     sandbox
-        .scenario(Some(&order), "approval_late", Some(1500))
+        .scenario(Some(&order), "approval_late", Some(3000))
         .await;
     let created = sandbox
         .create(&order, &receiver.url("/payment"), 1000)
@@ -1765,8 +1766,10 @@ async fn scenario_approval_late_approves_at_once_and_replies_after_count_ms() {
         let auth = form.fields["authorizationId"].clone();
         tokio::spawn(async move { sandbox.approve(&order, &auth, &key).await })
     };
-    // While the reply is held back, a status check already finds the approval.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // While the reply is held back, the trade is approved and a status check finds it.
+    let trade = wait_trade(&sandbox, &pg_cno, |t| t["status"] == "approved").await;
+    assert_eq!(trade["status"], "approved");
+    assert!(!late.is_finished(), "approved before the reply was sent");
     let found = sandbox
         .post(
             "/api/trades/retrieveTransaction",
@@ -1782,7 +1785,7 @@ async fn scenario_approval_late_approves_at_once_and_replies_after_count_ms() {
     );
     let reply = late.await.unwrap();
     assert!(
-        started.elapsed() >= Duration::from_millis(1500),
+        started.elapsed() >= Duration::from_millis(3000),
         "{:?}",
         started.elapsed()
     );
