@@ -92,6 +92,44 @@ pub enum KiccPayWindow {
     NotOffered,
 }
 
+/// The sandbox gateway's own settings (DESIGN §8). Read in both modes; used only where a
+/// sandbox runs (mounted in sandbox mode, or `kicc-checkout sandbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxSettings {
+    /// `SANDBOX_WEBHOOK_BACKOFF_MS` (default 2000): the first webhook resend delay; it doubles
+    /// per attempt, capped at 10 minutes.
+    pub webhook_backoff: Duration,
+    /// `SANDBOX_AUTO_APPROVE_MS` (default 10000; `0` = off): a WeChat trade paid on a sandbox page
+    /// and not approved by the merchant within this time is approved by the sandbox itself.
+    pub auto_approve: Option<Duration>,
+}
+
+/// Longest first resend delay: the cap of the doubling backoff (10 minutes).
+pub const SANDBOX_MAX_BACKOFF_MS: u64 = 600_000;
+
+impl SandboxSettings {
+    fn from_get(
+        get: impl Fn(&'static str) -> Result<Option<String>, ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        let webhook_backoff = milliseconds(
+            "SANDBOX_WEBHOOK_BACKOFF_MS",
+            get("SANDBOX_WEBHOOK_BACKOFF_MS")?,
+            2_000,
+            1..=SANDBOX_MAX_BACKOFF_MS,
+        )?;
+        let auto_approve = milliseconds(
+            "SANDBOX_AUTO_APPROVE_MS",
+            get("SANDBOX_AUTO_APPROVE_MS")?,
+            10_000,
+            0..=86_400_000,
+        )?;
+        Ok(Self {
+            webhook_backoff: Duration::from_millis(webhook_backoff),
+            auto_approve: (auto_approve > 0).then(|| Duration::from_millis(auto_approve)),
+        })
+    }
+}
+
 /// Everything the app reads from its environment.
 #[derive(Debug)]
 pub struct Config {
@@ -112,6 +150,7 @@ pub struct Config {
     pub admin_password_generated: bool,
     pub order_expiry: Duration,
     pub reconcile_interval: Duration,
+    pub sandbox: SandboxSettings,
 }
 
 impl Config {
@@ -282,6 +321,7 @@ impl Config {
             get("RECONCILE_INTERVAL_SECS")?,
             5,
         )?);
+        let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
             database_url,
@@ -299,6 +339,7 @@ impl Config {
             admin_password_generated,
             order_expiry,
             reconcile_interval,
+            sandbox: sandbox_settings,
         })
     }
 
@@ -369,6 +410,28 @@ fn seconds(var: &'static str, value: Option<String>, default: u64) -> Result<u64
     }
 }
 
+fn milliseconds(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if range.contains(&n) => Ok(n),
+            _ => Err(ConfigError::new(
+                var,
+                format!(
+                    "`{v}` is not a number of milliseconds from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        },
+    }
+}
+
 /// A comma list of IP addresses and CIDR blocks; a bare address is a /32 (or /128).
 fn ip_list(var: &'static str, value: &str) -> Result<Vec<IpNet>, ConfigError> {
     value
@@ -421,6 +484,8 @@ mod tests {
         assert_eq!(c.gateway_timeout, Duration::from_secs(30));
         assert_eq!(c.order_expiry, Duration::from_secs(600));
         assert_eq!(c.reconcile_interval, Duration::from_secs(5));
+        assert_eq!(c.sandbox.webhook_backoff, Duration::from_millis(2000));
+        assert_eq!(c.sandbox.auto_approve, Some(Duration::from_millis(10_000)));
         assert_eq!(c.admin_user, "admin");
         assert_eq!(c.generated_admin_password().map(str::len), Some(20));
         assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
@@ -505,6 +570,11 @@ mod tests {
             ("WEBHOOK_ALLOWED_IPS", "203.233.72.66,example.com"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("ADMIN_PASSWORD", "short"),
+            ("SANDBOX_WEBHOOK_BACKOFF_MS", "0"),
+            ("SANDBOX_WEBHOOK_BACKOFF_MS", "600001"),
+            ("SANDBOX_WEBHOOK_BACKOFF_MS", "2s"),
+            ("SANDBOX_AUTO_APPROVE_MS", "-1"),
+            ("SANDBOX_AUTO_APPROVE_MS", "ten"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();
@@ -515,6 +585,19 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn sandbox_timings_are_milliseconds_and_zero_turns_auto_approve_off() {
+        let c = config(&[
+            ("SANDBOX_WEBHOOK_BACKOFF_MS", "1"),
+            ("SANDBOX_AUTO_APPROVE_MS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(c.sandbox.webhook_backoff, Duration::from_millis(1));
+        assert_eq!(c.sandbox.auto_approve, None);
+        let c = config(&[("SANDBOX_AUTO_APPROVE_MS", "250")]).unwrap();
+        assert_eq!(c.sandbox.auto_approve, Some(Duration::from_millis(250)));
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod kicc;
+pub mod sandbox;
 pub mod startup;
 pub mod web;

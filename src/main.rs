@@ -1,10 +1,12 @@
 //! The `kicc-checkout` command: parse the CLI, read the configuration, start what was asked.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kicc_checkout::config::{Config, ConfigError};
 use kicc_checkout::db::{DatabaseUrl, PoolOptions};
+use kicc_checkout::sandbox::{SandboxConfig, SandboxServer};
 use kicc_checkout::startup::{Application, StartupError, open_database};
 
 #[derive(Parser)]
@@ -24,6 +26,18 @@ enum Command {
     Serve,
     /// Run pending migrations and exit.
     Migrate,
+    /// Serve the sandbox gateway alone, KICC's paths at the root (point an app at it with
+    /// KICC_API_BASE=http://ADDR). Reads KICC_MALL_ID, KICC_SECRET_KEY, KICCPAY_*,
+    /// SANDBOX_WEBHOOK_BACKOFF_MS and SANDBOX_AUTO_APPROVE_MS.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+        bind: SocketAddr,
+        /// Where browsers and phones reach it (the base of payment page URLs);
+        /// default http://ADDR.
+        #[arg(long, value_name = "URL")]
+        public_base_url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -32,6 +46,10 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::Migrate => migrate(),
+        Command::Sandbox {
+            bind,
+            public_base_url,
+        } => sandbox(bind, public_base_url),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +86,35 @@ fn serve() -> Result<(), StartupError> {
             println!("Dashboard: {base}/admin  user: {admin_user}  password: {password}");
         }
         app.run_until_stopped().await.map_err(StartupError::Server)
+    })
+}
+
+fn sandbox(bind: SocketAddr, public_base_url: Option<String>) -> Result<(), StartupError> {
+    let config = SandboxConfig::from_env()?;
+    if let Some(url) = &public_base_url {
+        let parsed = url::Url::parse(url).ok().filter(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some() && u.query().is_none()
+        });
+        if parsed.is_none() {
+            return Err(ConfigError::new(
+                "--public-base-url",
+                format!("`{url}` must be an http:// or https:// URL"),
+            )
+            .into());
+        }
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let server = SandboxServer::build(config, bind, public_base_url)?;
+        println!(
+            "kicc-checkout sandbox listening on http://{} (public base {})",
+            server.local_addr(),
+            server.base_url()
+        );
+        println!("Console: {}/", server.base_url());
+        server
+            .run_until_stopped()
+            .await
+            .map_err(StartupError::Server)
     })
 }
 

@@ -10,6 +10,7 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::{Config, ConfigError};
 use crate::db::{DatabaseUrl, Db, DbError, PoolOptions};
+use crate::sandbox::{SandboxConfig, SandboxState};
 use crate::web::{AppState, Metrics};
 
 /// Why the program could not start: one line, naming the variable at fault where there is one.
@@ -75,6 +76,7 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     state: web::Data<AppState>,
+    sandbox: Option<web::Data<SandboxState>>,
 }
 
 impl Application {
@@ -102,6 +104,14 @@ impl Application {
         log::debug!("configuration: {config:?}");
 
         let cookie_key = load_cookie_key(&db).await?;
+        // Sandbox mode: the sandbox gateway is mounted at /sandbox and reached, like KICC, over
+        // HTTP at {base}/sandbox. Live mode never mounts it.
+        let sandbox = config.is_sandbox().then(|| {
+            web::Data::new(SandboxState::new(
+                SandboxConfig::from_app_config(&config),
+                format!("{base_url}/sandbox"),
+            ))
+        });
         let state = web::Data::new(AppState {
             cookie_key,
             db,
@@ -110,6 +120,7 @@ impl Application {
             base_url,
         });
         let app_state = state.clone();
+        let app_sandbox = sandbox.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -123,6 +134,11 @@ impl Application {
                         }),
                 )
                 .configure(crate::web::routes)
+                .configure(|cfg| {
+                    if let Some(sandbox) = &app_sandbox {
+                        crate::sandbox::mount(cfg, sandbox.clone());
+                    }
+                })
                 .default_service(web::to(crate::web::not_found))
         })
         .listen(listener)
@@ -132,6 +148,7 @@ impl Application {
             server,
             addr,
             state,
+            sandbox,
         })
     }
 
@@ -152,6 +169,11 @@ impl Application {
         &self.state
     }
 
+    /// The mounted sandbox gateway (sandbox mode only).
+    pub fn sandbox(&self) -> Option<&web::Data<SandboxState>> {
+        self.sandbox.as_ref()
+    }
+
     /// Serves until SIGINT/SIGTERM (actix-web stops accepting, then drains in-flight requests).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
@@ -160,7 +182,7 @@ impl Application {
 
 /// `http://{addr}`, with an unspecified address (0.0.0.0, ::) replaced by loopback so the URL
 /// can be called back.
-fn default_base_url(addr: SocketAddr) -> String {
+pub(crate) fn default_base_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),

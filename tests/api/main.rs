@@ -9,5 +9,6 @@ mod cli;
 mod harness;
 mod kicc_client;
 mod migrations;
+mod sandbox;
 mod serving;
 mod state_machine;
