@@ -8,8 +8,9 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, GatewayMode};
 use crate::db::{DatabaseUrl, Db, DbError, PoolOptions};
+use crate::kicc::{ClientSettings, KiccClient};
 use crate::sandbox::{SandboxConfig, SandboxState};
 use crate::web::{AppState, Metrics};
 
@@ -112,7 +113,15 @@ impl Application {
                 format!("{base_url}/sandbox"),
             ))
         });
+        // Every KICC call goes over HTTP, to KICC or to the sandbox mounted in this app.
+        let api_base = match &config.gateway {
+            GatewayMode::Live { api_base } => api_base.clone(),
+            GatewayMode::Sandbox => format!("{base_url}/sandbox"),
+        };
+        let kicc = KiccClient::new(ClientSettings::from_config(&config, &api_base), db.clone())
+            .map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
         let state = web::Data::new(AppState {
+            kicc: Arc::new(kicc),
             cookie_key,
             db,
             config: Arc::new(config),

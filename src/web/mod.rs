@@ -26,6 +26,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_BASE_URL`, or `http://{bound address}`: the base of returnUrl and notifyUrl.
     pub base_url: String,
+    /// The one KICC client (to KICC, or to the sandbox over HTTP in sandbox mode).
+    pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
     pub cookie_key: actix_web::cookie::Key,
 }

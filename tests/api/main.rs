@@ -6,6 +6,7 @@ mod helpers;
 
 mod cart;
 mod cli;
+mod contract;
 mod harness;
 mod kicc_client;
 mod migrations;
