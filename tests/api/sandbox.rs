@@ -1563,7 +1563,12 @@ async fn kiccpay_net_cancel_voids_an_approval_and_is_harmless_otherwise() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_failing_14_times_then_acked_is_sent_exactly_15_times() {
-    let sandbox = Sandbox::spawn().await;
+    // Resends at once: 15 attempts take milliseconds, and a 16th would too.
+    let sandbox = Sandbox::spawn_with(&[
+        ("SANDBOX_WEBHOOK_BACKOFF_MS", "0"),
+        ("SANDBOX_AUTO_APPROVE_MS", "0"),
+    ])
+    .await;
     let receiver = Receiver::spawn(Ack::FailFirst(14)).await;
     let (pg_cno, _) = sandbox
         .paid_trade(&order_no(), &receiver.url("/payment"), 1000)
@@ -1594,7 +1599,12 @@ async fn a_webhook_failing_14_times_then_acked_is_sent_exactly_15_times() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_never_acked_is_sent_exactly_15_times_and_no_more() {
-    let sandbox = Sandbox::spawn().await;
+    // Resends at once: 15 attempts take milliseconds, and a 16th would too.
+    let sandbox = Sandbox::spawn_with(&[
+        ("SANDBOX_WEBHOOK_BACKOFF_MS", "0"),
+        ("SANDBOX_AUTO_APPROVE_MS", "0"),
+    ])
+    .await;
     let receiver = Receiver::spawn(Ack::Never).await;
     let (pg_cno, _) = sandbox
         .paid_trade(&order_no(), &receiver.url("/payment"), 1000)
@@ -1606,8 +1616,8 @@ async fn a_webhook_never_acked_is_sent_exactly_15_times_and_no_more() {
     assert_eq!(trade["webhooks"][0]["state"], "gave_up");
     assert_eq!(attempts(&trade, 0).len(), 15);
     assert_eq!(receiver.hits().len(), 15);
-    // A 16th would come 2^14 ms after the 15th: wait that long and a little more.
-    tokio::time::sleep(Duration::from_millis(16_384 + 1_000)).await;
+    // With no backoff a 16th would follow within milliseconds: give it a full second.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert_eq!(receiver.hits().len(), 15);
     assert_eq!(attempts(&sandbox.trade(&pg_cno).await, 0).len(), 15);
 }
