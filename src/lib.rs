@@ -7,4 +7,5 @@ pub mod domain;
 pub mod kicc;
 pub mod sandbox;
 pub mod startup;
+pub mod text;
 pub mod web;

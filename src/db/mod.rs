@@ -20,6 +20,8 @@ use diesel::prelude::*;
 use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
+use crate::text::one_line;
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -162,13 +164,6 @@ pub struct Manager {
 /// once, WAL's safe-and-fast sync level, and enforced foreign keys.
 const SQLITE_CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
-
-fn one_line(s: impl fmt::Display) -> String {
-    s.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 impl Manager {
     fn open(url: &DatabaseUrl) -> Result<AnyConnection, DbError> {

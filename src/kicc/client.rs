@@ -249,7 +249,7 @@ impl KiccClient {
                 }
             }
             Err(e) if e.is_timeout() => RawReply::Timeout,
-            Err(e) => RawReply::Transport(error_chain(&e)),
+            Err(e) => RawReply::Transport(crate::text::error_chain(&e)),
         };
         Ok(Exchange {
             call_id,
@@ -862,18 +862,6 @@ impl KiccClient {
         )
         .await
     }
-}
-
-/// reqwest's error with its causes, one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

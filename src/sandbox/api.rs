@@ -69,11 +69,13 @@ async fn kiccpay_approve(
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
-    let headers = kiccpay_headers(&req);
-    let raw = body.clone();
-    handle(state, api::KICCPAY_APPROVE, body, move |l, ctx, v| {
-        l.kiccpay_approve(ctx, &headers, &raw, v)
-    })
+    kiccpay(
+        state,
+        &req,
+        body,
+        api::KICCPAY_APPROVE,
+        Ledger::kiccpay_approve,
+    )
     .await
 }
 
@@ -83,11 +85,13 @@ async fn kiccpay_net_cancel(
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
-    let headers = kiccpay_headers(&req);
-    let raw = body.clone();
-    handle(state, api::KICCPAY_NET_CANCEL, body, move |l, ctx, v| {
-        l.kiccpay_net_cancel(ctx, &headers, &raw, v)
-    })
+    kiccpay(
+        state,
+        &req,
+        body,
+        api::KICCPAY_NET_CANCEL,
+        Ledger::kiccpay_net_cancel,
+    )
     .await
 }
 
@@ -97,10 +101,28 @@ async fn kiccpay_cancel(
     req: HttpRequest,
     body: Bytes,
 ) -> HttpResponse {
-    let headers = kiccpay_headers(&req);
+    kiccpay(
+        state,
+        &req,
+        body,
+        api::KICCPAY_CANCEL,
+        Ledger::kiccpay_cancel,
+    )
+    .await
+}
+
+/// A KICC Pay operation sees the signed headers and the raw body as well as the parsed JSON.
+async fn kiccpay(
+    state: web::Data<SandboxState>,
+    req: &HttpRequest,
+    body: Bytes,
+    api: &'static str,
+    operation: fn(&mut Ledger, &Ctx, &KiccPayHeaders, &[u8], &Value) -> Outcome,
+) -> HttpResponse {
+    let headers = kiccpay_headers(req);
     let raw = body.clone();
-    handle(state, api::KICCPAY_CANCEL, body, move |l, ctx, v| {
-        l.kiccpay_cancel(ctx, &headers, &raw, v)
+    handle(state, api, body, move |ledger, ctx, request| {
+        operation(ledger, ctx, &headers, &raw, request)
     })
     .await
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::SandboxState;
 use super::ledger::{AttemptOutcome, AttemptPlan};
 use crate::config::SANDBOX_MAX_BACKOFF_MS;
+use crate::text::error_chain;
 
 /// The wait after attempt `attempt` (1-based) failed: `first`, doubling per attempt, capped at
 /// 10 minutes.
@@ -93,17 +94,6 @@ pub fn is_ack(body: &[u8]) -> bool {
         .ok()
         .and_then(|v| v.get("resCd").and_then(Value::as_str).map(|c| c == "0000"))
         .unwrap_or(false)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
