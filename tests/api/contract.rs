@@ -267,6 +267,16 @@ both_backends! {
         let mismatch = client.approve(&order, &auth).await.unwrap();
         assert_eq!(mismatch.outcome.accepted().unwrap().amount, order.amount.minor() + 1);
 
+        // Transport error: the cancel is made but the connection drops instead of the reply.
+        let (order, pg_cno, auth) = paid_on_page(&client, &sandbox, &db, &notify).await;
+        assert!(client.approve(&order, &auth).await.unwrap().outcome.accepted().is_some());
+        sandbox.scenario(order.shop_order_no.as_str(), "cancel_reply_lost", 1).await;
+        let dropped = client.wechat_revise(&order, &pg_cno, CancelAmount::Full, &notify, None).await.unwrap();
+        assert!(matches!(dropped.outcome, Outcome::Transport(_)), "{:?}", dropped.outcome);
+        // The payment status check tells what happened (spec 06: check before deciding).
+        let status = client.wechat_find(Some(order.id), &pg_cno).await.unwrap();
+        assert_eq!(status.outcome.accepted().unwrap().status, TradeStatus::Cancelled);
+
         // A client with the wrong secret: the sandbox refuses its msgAuthValue (2002).
         let mut config = kicc_checkout::config::Config::from_lookup(|var| Ok((var == "KICC_SECRET_KEY").then(|| "wrong-secret".to_owned()))).unwrap();
         config.gateway_timeout = Duration::from_secs(5);
@@ -276,7 +286,7 @@ both_backends! {
         assert!(matches!(&refused.outcome, Outcome::Declined { code, .. } if code == "2002"), "{:?}", refused.outcome);
 
         let labels: Vec<_> = gateway_calls::all(&mut db.get().unwrap()).unwrap().into_iter().filter_map(|r| r.outcome).collect();
-        for label in ["declined", "timeout", "malformed", "integrity_failure", "accepted"] {
+        for label in ["declined", "timeout", "malformed", "integrity_failure", "transport_error", "accepted"] {
             assert!(labels.iter().any(|l| l == label), "{label} missing from {labels:?}");
         }
     }
