@@ -311,9 +311,16 @@ impl Db {
     }
 
     /// `SELECT 1` through the pool: the readiness check.
+    /// Waits at most one second for a connection: a health check must answer quickly, also
+    /// (with 503) when the database is gone.
     pub async fn ping(&self) -> Result<(), DbError> {
-        self.run(|conn| conn.batch_execute("SELECT 1").map_err(DbError::from))
-            .await
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get_timeout(Duration::from_secs(1))?;
+            conn.batch_execute("SELECT 1").map_err(DbError::from)
+        })
+        .await
+        .map_err(|_| DbError::Cancelled)?
     }
 }
 
