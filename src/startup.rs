@@ -8,7 +8,8 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 
-use crate::config::{Config, ConfigError, GatewayMode};
+use crate::checkout::Checkout;
+use crate::config::{Config, ConfigError, GatewayMode, KiccPayWindow};
 use crate::db::{DatabaseUrl, Db, DbError, PoolOptions};
 use crate::kicc::{ClientSettings, KiccClient};
 use crate::sandbox::{SandboxConfig, SandboxState};
@@ -120,8 +121,21 @@ impl Application {
         };
         let kicc = KiccClient::new(ClientSettings::from_config(&config, &api_base), db.clone())
             .map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
+        let kicc = Arc::new(kicc);
+        let checkout = Arc::new(Checkout {
+            db: db.clone(),
+            kicc: kicc.clone(),
+            base_url: base_url.clone(),
+            order_expiry: config.order_expiry,
+            kiccpay_window: match &config.kiccpay.window {
+                KiccPayWindow::Url(url) => Some(url.clone()),
+                KiccPayWindow::Sandbox => Some(format!("{base_url}/sandbox/kiccpay/window")),
+                KiccPayWindow::NotOffered => None,
+            },
+        });
         let state = web::Data::new(AppState {
-            kicc: Arc::new(kicc),
+            checkout,
+            kicc,
             cookie_key,
             db,
             config: Arc::new(config),

@@ -482,3 +482,35 @@ pub fn transition(conn: &mut AnyConnection, t: &Transition) -> Result<Transition
         })
     })
 }
+
+/// Applies `event` to the order in whatever status it is in now: reads the status, then
+/// compare-and-sets from it; if another writer moved the order in between, reads again (a few
+/// times). For callers that do not know the status (a webhook, the reconciler).
+pub fn apply_event(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    event: OrderEvent,
+    cause: &str,
+    patch: &OrderPatch,
+) -> Result<TransitionOutcome, DbError> {
+    let mut last = None;
+    for _ in 0..5 {
+        let current: String = orders::table
+            .filter(orders::id.eq(order_id))
+            .select(orders::status)
+            .first(conn)
+            .optional()?
+            .ok_or(DbError::NotFound)?;
+        let current: OrderStatus = current
+            .parse()
+            .map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}")))?;
+        let t = Transition::new(order_id, current, event, cause).with_patch(patch.clone());
+        match transition(conn, &t)? {
+            TransitionOutcome::Lost { current } => last = Some(current),
+            outcome => return Ok(outcome),
+        }
+    }
+    Ok(TransitionOutcome::Lost {
+        current: last.unwrap_or(OrderStatus::Created),
+    })
+}

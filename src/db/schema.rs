@@ -23,6 +23,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         completed_at -> Nullable<Timestamp>,
+        gateway_call_id -> Nullable<BigInt>,
     }
 }
 

@@ -8,7 +8,9 @@ use askama::Template;
 
 use super::AppState;
 use super::pages::{ErrorPage, Layout};
+use crate::checkout::CheckoutError;
 use crate::db::DbError;
+use crate::kicc::ClientError;
 
 /// What a page handler can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,30 @@ pub enum WebError {
     BadRequest(String),
     #[error(transparent)]
     Db(#[from] DbError),
+    /// The payment gateway refused or did not answer (its message is shown).
+    #[error("payment gateway: {0}")]
+    Gateway(String),
+    #[error("page did not render: {0}")]
+    Render(String),
+}
+
+impl From<CheckoutError> for WebError {
+    fn from(e: CheckoutError) -> Self {
+        match e {
+            CheckoutError::EmptyCart => WebError::BadRequest("Your cart is empty.".into()),
+            CheckoutError::Invalid(v) => WebError::BadRequest(v.to_string()),
+            CheckoutError::KiccPayNotOffered => {
+                WebError::BadRequest("KICC Pay is not offered here.".into())
+            }
+            CheckoutError::Declined { message, .. } => WebError::Gateway(message),
+            CheckoutError::GatewayUnavailable { .. } => {
+                WebError::Gateway("The payment service did not answer. Nothing was charged.".into())
+            }
+            CheckoutError::Db(e) => WebError::Db(e),
+            CheckoutError::Client(ClientError::Record(e)) => WebError::Db(e),
+            CheckoutError::Client(e) => WebError::Render(e.to_string()),
+        }
+    }
 }
 
 impl WebError {
@@ -30,10 +56,13 @@ impl WebError {
                 format!("We could not find that {what}. It may have been removed."),
             ),
             WebError::BadRequest(message) => ("That did not work", message.clone()),
-            WebError::Db(_) => (
+            WebError::Db(_) | WebError::Render(_) => (
                 "Something went wrong on our side",
                 "Nothing was charged by this error. Please try again in a moment.".to_owned(),
             ),
+            WebError::Gateway(message) => {
+                ("The payment service did not accept this", message.clone())
+            }
         }
     }
 }
@@ -44,7 +73,8 @@ impl ResponseError for WebError {
             WebError::NotFound { .. } => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Db(DbError::Pool(_)) => StatusCode::SERVICE_UNAVAILABLE,
-            WebError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Db(_) | WebError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WebError::Gateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

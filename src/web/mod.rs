@@ -1,8 +1,10 @@
 //! HTTP: routes, handlers (thin: extract → call one function → page), pages, errors, metrics.
 //! Handlers never touch diesel; they call `Db::run` with a repository function.
 
+pub mod api;
 mod assets;
 pub mod cart;
+pub mod checkout;
 pub mod error;
 mod health;
 pub mod metrics;
@@ -26,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_BASE_URL`, or `http://{bound address}`: the base of returnUrl and notifyUrl.
     pub base_url: String,
+    /// Orders and payments: placing, returnUrl, approval saga, compensations.
+    pub checkout: Arc<crate::checkout::Checkout>,
     /// The one KICC client (to KICC, or to the sandbox over HTTP in sandbox mode).
     pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
@@ -39,9 +43,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/cart", web::get().to(cart::show))
         .route("/cart/items", web::post().to(cart::add))
         .route("/cart/items/{sku}/remove", web::post().to(cart::remove))
+        .route("/checkout", web::get().to(checkout::form))
+        .route("/checkout", web::post().to(checkout::submit))
+        .route("/checkout/return", web::get().to(checkout::payment_return))
+        .route("/checkout/return", web::post().to(checkout::payment_return))
+        .route("/orders/{no}", web::get().to(checkout::order_page))
+        .route("/orders/{no}/qr.svg", web::get().to(checkout::qr_svg))
+        .route("/orders/{no}/qr.png", web::get().to(checkout::qr_png))
+        .route("/api/products", web::get().to(api::list_products))
+        .service(
+            web::resource("/api/orders")
+                .app_data(api::json_config())
+                .route(web::post().to(api::create_order)),
+        )
+        .route("/api/orders/{no}", web::get().to(api::get_order))
         .route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/static/{file}", web::get().to(assets::serve));
+}
+
+/// A page with a status other than 200 (a form shown again with its errors, …).
+pub fn render(
+    page: &impl askama::Template,
+    status: actix_web::http::StatusCode,
+) -> actix_web::HttpResponse {
+    match page.render() {
+        Ok(html) => actix_web::HttpResponse::build(status)
+            .content_type(actix_web::http::header::ContentType::html())
+            .body(html),
+        Err(e) => actix_web::ResponseError::error_response(&WebError::Render(e.to_string())),
+    }
 }
 
 /// The response for every path no route matches: an HTML 404 page.

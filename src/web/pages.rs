@@ -83,3 +83,75 @@ pub struct CartPage {
     pub lines: Vec<CartLineView>,
     pub total: String,
 }
+
+/// A message next to one input of a form.
+pub struct FieldError {
+    /// The input's name (`name`, `email`, `phone`, `address`, `currency`, `pay_method`).
+    pub input: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn from_validation(input: &'static str, error: &crate::domain::ValidationError) -> Self {
+        Self {
+            input,
+            message: error.message.clone(),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "checkout.html")]
+pub struct CheckoutPage {
+    pub layout: Layout,
+    pub lines: Vec<CartLineView>,
+    pub total: String,
+    pub currency: String,
+    pub kiccpay_offered: bool,
+    pub pay_method: String,
+    /// The values as posted (kept on error).
+    pub form: crate::web::checkout::CheckoutForm,
+    pub errors: Vec<FieldError>,
+    /// A message above the form (KICC's refusal, gateway trouble).
+    pub banner: Option<String>,
+}
+
+impl CheckoutPage {
+    /// The message for one input, if any.
+    pub fn error_for(&self, input: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.input == input)
+            .map(|e| e.message.as_str())
+    }
+}
+
+pub struct OrderLineView {
+    pub name: String,
+    pub quantity: i32,
+    pub total: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "order.html")]
+pub struct OrderPage {
+    pub layout: Layout,
+    pub shop_order_no: String,
+    pub status: String,
+    pub heading: String,
+    pub amount: String,
+    pub cancelled: Option<String>,
+    pub goods_name: String,
+    pub pay_method: String,
+    pub pg_cno: Option<String>,
+    pub approval_no: Option<String>,
+    pub approval_date: Option<String>,
+    /// Inline SVG of the payment page URL while a native payment waits (empty otherwise).
+    pub qr_svg: String,
+    /// The page polls for a new status while this is true.
+    pub waiting: bool,
+    /// Seconds left before the payment expires (the countdown).
+    pub expires_in: i64,
+    pub expires_at: String,
+    pub lines: Vec<OrderLineView>,
+}

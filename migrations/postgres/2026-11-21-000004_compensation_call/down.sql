@@ -1,0 +1,1 @@
+ALTER TABLE compensations DROP COLUMN gateway_call_id;

@@ -1,0 +1,398 @@
+//! The returnUrl and the approval saga (spec 02, 03, 06). The returnUrl is the shopper's
+//! browser: it is never trusted for amounts or status — only for the order number and the
+//! authorizationId, which KICC itself then confirms or refuses.
+
+use super::Checkout;
+use super::compensate::CancelPlan;
+use super::place::CheckoutError;
+use crate::db::orders::{self, OrderPatch};
+use crate::db::{DbError, now};
+use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
+use crate::kicc::{Approval, KiccPayApproval, Outcome, TradeStatus};
+
+/// What the payment window sent back (spec 06: `resCd, resMsg, shopOrderNo, authorizationId`).
+#[derive(Debug, Clone, Default)]
+pub struct ReturnParams {
+    pub res_cd: String,
+    pub res_msg: String,
+    pub shop_order_no: String,
+    pub authorization_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReturnOutcome {
+    /// No order has that number.
+    UnknownOrder,
+    /// The order as it stands after the return was handled.
+    Order(Box<Order>),
+}
+
+impl Checkout {
+    /// `GET|POST /checkout/return`.
+    pub async fn handle_return(
+        &self,
+        params: ReturnParams,
+    ) -> Result<ReturnOutcome, CheckoutError> {
+        let Ok(no) = ShopOrderNo::parse(params.shop_order_no.trim()) else {
+            return Ok(ReturnOutcome::UnknownOrder);
+        };
+        let Some(order) = self
+            .db
+            .run(move |conn| orders::find_by_shop_order_no(conn, &no))
+            .await?
+        else {
+            return Ok(ReturnOutcome::UnknownOrder);
+        };
+        let order = if params.res_cd != "0000" {
+            // The shopper cancelled or authentication failed (spec 06). Only a payment still
+            // waiting for the shopper is closed; anything further along is left as it is.
+            let cause = format!("returnUrl: resCd {} — {}", params.res_cd, params.res_msg);
+            self.transition(
+                &order,
+                OrderStatus::Pending,
+                OrderEvent::PaymentFailed,
+                cause,
+                OrderPatch::default(),
+            )
+            .await?
+        } else {
+            match params.authorization_id.filter(|a| !a.trim().is_empty()) {
+                Some(authorization_id) => self.approve(order, authorization_id.trim()).await?,
+                None => self.check_payment(order).await?,
+            }
+        };
+        Ok(ReturnOutcome::Order(Box::new(order)))
+    }
+
+    /// Approves an order that waits for the shopper. Any other status means the approval is
+    /// under way or done (a replayed returnUrl, a webhook that came first): nothing is sent twice.
+    async fn approve(&self, order: Order, authorization_id: &str) -> Result<Order, CheckoutError> {
+        if order.status != OrderStatus::Pending {
+            return Ok(order);
+        }
+        let patch = OrderPatch {
+            authorization_id: Some(authorization_id.to_owned()),
+            ..Default::default()
+        };
+        let order = self
+            .transition(
+                &order,
+                OrderStatus::Pending,
+                OrderEvent::ShopperAuthenticated,
+                "returnUrl brought an authorizationId".into(),
+                patch,
+            )
+            .await?;
+        if order.status != OrderStatus::Authorized {
+            return Ok(order);
+        }
+        let api = match order.pay_method {
+            PayMethod::Wechat => "approval v2 (spec 02)",
+            PayMethod::Kiccpay => "KICC Pay reqAprv (spec 03)",
+        };
+        let order = self
+            .transition(
+                &order,
+                OrderStatus::Authorized,
+                OrderEvent::ApprovalRequested,
+                format!("{api} sent"),
+                OrderPatch::default(),
+            )
+            .await?;
+        if order.status != OrderStatus::Approving {
+            return Ok(order);
+        }
+        match order.pay_method {
+            PayMethod::Wechat => self.approve_wechat(order, authorization_id).await,
+            PayMethod::Kiccpay => self.approve_kiccpay(order, authorization_id).await,
+        }
+    }
+
+    async fn approve_wechat(
+        &self,
+        order: Order,
+        authorization_id: &str,
+    ) -> Result<Order, CheckoutError> {
+        let call = self.kicc.approve(&order, authorization_id).await?;
+        let approving = OrderStatus::Approving;
+        match call.outcome {
+            Outcome::Accepted(approval) if approval.amount != order.amount.minor() => {
+                let reason = format!(
+                    "approved amount {} differs from the order's {}: cancel (spec 02)",
+                    approval.amount,
+                    order.amount.minor()
+                );
+                let plan = CancelPlan::WechatRevise {
+                    pg_cno: approval.pg_cno.clone(),
+                    amount: approval.amount,
+                };
+                Ok(self
+                    .compensate(&order, approving, plan, reason, Some(call.call_id))
+                    .await?)
+            }
+            Outcome::Accepted(approval) => match self.settle_wechat(&order, &approval).await {
+                Ok(order) => Ok(order),
+                Err(e) => {
+                    let reason =
+                        format!("the database write after approval failed ({e}): cancel (spec 02)");
+                    let plan = CancelPlan::WechatRevise {
+                        pg_cno: approval.pg_cno.clone(),
+                        amount: approval.amount,
+                    };
+                    Ok(self
+                        .compensate(&order, approving, plan, reason, Some(call.call_id))
+                        .await?)
+                }
+            },
+            Outcome::IntegrityFailure { detail, pg_cno } => {
+                let reason = format!("approval reply not trustworthy ({detail}): cancel");
+                let pg_cno = pg_cno.or_else(|| order.pg_cno.clone()).unwrap_or_default();
+                let plan = CancelPlan::WechatRevise {
+                    pg_cno,
+                    amount: order.amount.minor(),
+                };
+                Ok(self
+                    .compensate(&order, approving, plan, reason, Some(call.call_id))
+                    .await?)
+            }
+            Outcome::Declined { code, message, .. } => Ok(self
+                .transition(
+                    &order,
+                    approving,
+                    OrderEvent::PaymentFailed,
+                    format!("approval declined ({code}: {message})"),
+                    OrderPatch::default(),
+                )
+                .await?),
+            unknown => {
+                // Spec 02: no answer → verify with the status check, cancel if a pgCno exists.
+                let label = unknown.label();
+                let check = self
+                    .kicc
+                    .retrieve_transaction(
+                        Some(order.id),
+                        &call.shop_transaction_id,
+                        &call.request_date,
+                    )
+                    .await?;
+                match check.outcome {
+                    Outcome::Accepted(found) if found.pg_cno.is_some() => {
+                        let pg_cno = found.pg_cno.unwrap_or_default();
+                        let reason = format!(
+                            "approval ended {label}; the status check found pgCno {pg_cno}: cancel (spec 02)"
+                        );
+                        let plan = CancelPlan::WechatRevise {
+                            pg_cno,
+                            amount: found.amount.unwrap_or(order.amount.minor()),
+                        };
+                        Ok(self
+                            .compensate(&order, approving, plan, reason, Some(call.call_id))
+                            .await?)
+                    }
+                    Outcome::Accepted(_) | Outcome::Declined { .. } => Ok(self
+                        .transition(
+                            &order,
+                            approving,
+                            OrderEvent::PaymentFailed,
+                            format!("approval ended {label}; KICC has no approval for it"),
+                            OrderPatch::default(),
+                        )
+                        .await?),
+                    still_unknown => {
+                        let id = order.id;
+                        let note = format!(
+                            "approval ended {label} and the status check ended {}: left approving for the reconciler",
+                            still_unknown.label()
+                        );
+                        self.db
+                            .run(move |conn| {
+                                orders::add_note(conn, id, "approval_unresolved", &note)
+                            })
+                            .await?;
+                        Ok(order)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Approved, amount equal, msgAuthValue valid: the order is paid — if this write succeeds.
+    async fn settle_wechat(&self, order: &Order, approval: &Approval) -> Result<Order, DbError> {
+        let patch = OrderPatch {
+            pg_cno: Some(approval.pg_cno.clone()),
+            approval_no: approval.approval_no.clone(),
+            approval_date: approval
+                .approval_date
+                .clone()
+                .or_else(|| Some(approval.transaction_date.clone())),
+            transaction_date: Some(approval.transaction_date.clone()),
+            kicc_status_code: approval.status_code.clone(),
+            paid_at: Some(now()),
+            ..Default::default()
+        };
+        let cause = format!(
+            "approved: pgCno {}, amount {}, msgAuthValue valid",
+            approval.pg_cno, approval.amount
+        );
+        self.transition(
+            order,
+            OrderStatus::Approving,
+            OrderEvent::PaymentConfirmed,
+            cause,
+            patch,
+        )
+        .await
+    }
+
+    async fn approve_kiccpay(
+        &self,
+        order: Order,
+        authorization_id: &str,
+    ) -> Result<Order, CheckoutError> {
+        let (call, transmission) = self.kicc.kiccpay_approve(&order, authorization_id).await?;
+        let approving = OrderStatus::Approving;
+        let cancel_plan = |approval: &KiccPayApproval, amount: i64| CancelPlan::KiccPayCancel {
+            approval_date: approval.approval_date.clone().unwrap_or_default(),
+            approval_no: approval.approval_no.clone().unwrap_or_default(),
+            amount,
+        };
+        match call.outcome {
+            Outcome::Accepted(approval)
+                if approval.amount.is_some_and(|a| a != order.amount.minor()) =>
+            {
+                let approved = approval.amount.unwrap_or_default();
+                let reason = format!(
+                    "approved amount {approved} differs from the order's {}: cancel (spec 03)",
+                    order.amount.minor()
+                );
+                Ok(self
+                    .compensate(
+                        &order,
+                        approving,
+                        cancel_plan(&approval, approved),
+                        reason,
+                        Some(call.call_id),
+                    )
+                    .await?)
+            }
+            Outcome::Accepted(approval) => {
+                let patch = OrderPatch {
+                    approval_no: approval.approval_no.clone(),
+                    approval_date: approval.approval_date.as_ref().map(|d| {
+                        format!("{d}{}", approval.approval_time.clone().unwrap_or_default())
+                    }),
+                    paid_at: Some(now()),
+                    ..Default::default()
+                };
+                let cause = format!(
+                    "KICC Pay approved: approval no {}",
+                    approval.approval_no.clone().unwrap_or_default()
+                );
+                match self
+                    .transition(
+                        &order,
+                        approving,
+                        OrderEvent::PaymentConfirmed,
+                        cause,
+                        patch,
+                    )
+                    .await
+                {
+                    Ok(order) => Ok(order),
+                    Err(e) => {
+                        let reason = format!(
+                            "the database write after approval failed ({e}): cancel (spec 03)"
+                        );
+                        let amount = order.amount.minor();
+                        Ok(self
+                            .compensate(
+                                &order,
+                                approving,
+                                cancel_plan(&approval, amount),
+                                reason,
+                                Some(call.call_id),
+                            )
+                            .await?)
+                    }
+                }
+            }
+            Outcome::Declined { code, message, .. } => Ok(self
+                .transition(
+                    &order,
+                    approving,
+                    OrderEvent::PaymentFailed,
+                    format!("KICC Pay declined ({code}: {message})"),
+                    OrderPatch::default(),
+                )
+                .await?),
+            unknown => {
+                // Spec 03: read timeout, connection error or unparseable reply → net-cancel
+                // with the same data.
+                let reason = format!(
+                    "KICC Pay approval ended {}: net-cancel with the same data (spec 03)",
+                    unknown.label()
+                );
+                let plan = CancelPlan::KiccPayNetCancel {
+                    authorization_id: authorization_id.to_owned(),
+                    transmission,
+                };
+                Ok(self
+                    .compensate(&order, approving, plan, reason, Some(call.call_id))
+                    .await?)
+            }
+        }
+    }
+
+    /// A return without an authorizationId: ask KICC (spec 06: never trust the returnUrl).
+    async fn check_payment(&self, order: Order) -> Result<Order, CheckoutError> {
+        let (OrderStatus::Pending, PayMethod::Wechat, Some(pg_cno)) =
+            (order.status, order.pay_method, order.pg_cno.clone())
+        else {
+            return Ok(order);
+        };
+        let call = self.kicc.wechat_find(Some(order.id), &pg_cno).await?;
+        let Outcome::Accepted(status) = call.outcome else {
+            return Ok(order);
+        };
+        if status.status != TradeStatus::Approved {
+            return Ok(order);
+        }
+        let amount = status.amount.unwrap_or_default();
+        let currency_ok = status
+            .currency
+            .as_deref()
+            .is_none_or(|c| c == order.amount.currency().code());
+        if amount != order.amount.minor() || !currency_ok {
+            let reason = format!(
+                "the status check found {amount} {} approved for an order of {}: cancel",
+                status.currency.unwrap_or_default(),
+                order.amount
+            );
+            let plan = CancelPlan::WechatRevise { pg_cno, amount };
+            return Ok(self
+                .compensate(
+                    &order,
+                    OrderStatus::Pending,
+                    plan,
+                    reason,
+                    Some(call.call_id),
+                )
+                .await?);
+        }
+        let patch = OrderPatch {
+            approval_date: status.approval_date.clone(),
+            kicc_status_code: Some("TS01".into()),
+            paid_at: Some(now()),
+            ..Default::default()
+        };
+        Ok(self
+            .transition(
+                &order,
+                OrderStatus::Pending,
+                OrderEvent::PaymentConfirmed,
+                format!("status check: pgCno {pg_cno} approved for {amount}"),
+                patch,
+            )
+            .await?)
+    }
+}

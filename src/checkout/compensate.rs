@@ -1,0 +1,270 @@
+//! Compensating cancels (the saga, DESIGN §4): when money may be held for an order that will not
+//! be paid — amount mismatch, an untrustworthy reply, a failed database write after approval,
+//! an approval whose answer was lost — the order moves to `compensating` and a `compensations`
+//! row is written in the same transaction, before any cancel is sent. The first attempt runs
+//! here, inline; the reconciler retries what does not finish.
+
+use chrono::TimeDelta;
+
+use super::Checkout;
+use crate::db::compensations::{self, AttemptResult, NewCompensation};
+use crate::db::orders::{self, OrderPatch, Transition, TransitionOutcome};
+use crate::db::{DbError, now, write_transaction};
+use crate::domain::{Order, OrderEvent, OrderStatus};
+use crate::kicc::{CancelAmount, KiccPayTransmission, Outcome, TradeStatus};
+
+/// Which cancel undoes the money.
+#[derive(Debug, Clone)]
+pub enum CancelPlan {
+    /// WeChat Pay: `/api/trades/wechatpay/revise`, full cancel of the pgCno (DESIGN §4).
+    WechatRevise { pg_cno: String, amount: i64 },
+    /// KICC Pay, approved: `/smpy/kiccpay/reqCancel`.
+    KiccPayCancel {
+        approval_date: String,
+        approval_no: String,
+        amount: i64,
+    },
+    /// KICC Pay, approval's answer lost: `/smpy/kiccpay/reqRtran` with the approval's data.
+    KiccPayNetCancel {
+        authorization_id: String,
+        transmission: KiccPayTransmission,
+    },
+}
+
+impl CancelPlan {
+    fn api(&self) -> &'static str {
+        match self {
+            CancelPlan::WechatRevise { .. } => "wechat_revise",
+            CancelPlan::KiccPayCancel { .. } => "kiccpay_cancel",
+            CancelPlan::KiccPayNetCancel { .. } => "kiccpay_net_cancel",
+        }
+    }
+
+    fn amount(&self, order: &Order) -> i64 {
+        match self {
+            CancelPlan::WechatRevise { amount, .. } | CancelPlan::KiccPayCancel { amount, .. } => {
+                *amount
+            }
+            CancelPlan::KiccPayNetCancel { .. } => order.amount.minor(),
+        }
+    }
+}
+
+/// How long before the reconciler retries a cancel whose first attempt did not succeed.
+const RETRY_AFTER: TimeDelta = TimeDelta::seconds(30);
+
+impl Checkout {
+    /// Moves the order from `expected` to `compensating`, records the cancel job, and makes the
+    /// first attempt. Returns the order as it stands afterwards.
+    pub(super) async fn compensate(
+        &self,
+        order: &Order,
+        expected: OrderStatus,
+        plan: CancelPlan,
+        reason: String,
+        gateway_call_id: Option<i64>,
+    ) -> Result<Order, DbError> {
+        let (id, currency) = (order.id, order.amount.currency().code());
+        let amount = plan.amount(order).max(1);
+        let api = plan.api();
+        let cause = reason.clone();
+        let started = self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    let t = Transition::new(
+                        id,
+                        expected,
+                        OrderEvent::CompensationStarted,
+                        cause.clone(),
+                    );
+                    match orders::transition(conn, &t)? {
+                        TransitionOutcome::Applied { .. } => {}
+                        // Someone else moved the order first: they own what happens next.
+                        _ => return Ok(None),
+                    }
+                    let job = compensations::insert(
+                        conn,
+                        &NewCompensation {
+                            order_id: id,
+                            origin: "saga",
+                            reason: &cause,
+                            api,
+                            revise_type_code: (api == "wechat_revise").then_some("40"),
+                            amount,
+                            currency,
+                            gateway_call_id,
+                        },
+                    )?;
+                    Ok(Some(job))
+                })
+            })
+            .await;
+        let job = match started {
+            Ok(Some(job)) => job,
+            Ok(None) => return self.reload(order.id).await,
+            Err(e) => {
+                // Not recorded, so not sent (every call is recorded first): the order stays
+                // where it was and the reconciler finds it. Logged loudly.
+                log::error!(
+                    "order {}: could not start the compensation ({reason}): {e}",
+                    order.shop_order_no
+                );
+                return Err(e);
+            }
+        };
+        log::warn!("order {}: compensating — {reason}", order.shop_order_no);
+        let order = self.reload(order.id).await?;
+        self.attempt_compensation(&order, job, &plan).await
+    }
+
+    /// One attempt of a cancel job; on success the order ends `cancelled`.
+    pub(super) async fn attempt_compensation(
+        &self,
+        order: &Order,
+        job: i64,
+        plan: &CancelPlan,
+    ) -> Result<Order, DbError> {
+        let stored = self
+            .db
+            .run(move |conn| compensations::find(conn, job))
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let first_date = stored.cancel_req_date.clone();
+        let (key, date, result) = match plan {
+            CancelPlan::WechatRevise { pg_cno, .. } => {
+                let call = self
+                    .kicc
+                    .wechat_revise(
+                        order,
+                        pg_cno,
+                        CancelAmount::Full,
+                        &self.cancel_notify_url(),
+                        first_date.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| DbError::Corrupt(e.to_string()))?;
+                let confirmed = match &call.outcome {
+                    Outcome::Accepted(accepted) => {
+                        // Accepted means requested (spec 06): confirm with the status check.
+                        let check = self
+                            .kicc
+                            .wechat_find(Some(order.id), pg_cno)
+                            .await
+                            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+                        let cancelled = check
+                            .outcome
+                            .accepted()
+                            .is_some_and(|s| s.status == TradeStatus::Cancelled);
+                        Ok((accepted.cancel_pg_cno.clone(), cancelled))
+                    }
+                    other => Err(describe(other)),
+                };
+                (
+                    call.shop_transaction_id,
+                    first_date.unwrap_or(call.request_date),
+                    confirmed,
+                )
+            }
+            CancelPlan::KiccPayCancel {
+                approval_date,
+                approval_no,
+                amount,
+            } => {
+                let call = self
+                    .kicc
+                    .kiccpay_cancel(order, approval_date, approval_no, *amount)
+                    .await
+                    .map_err(|e| DbError::Corrupt(e.to_string()))?;
+                let result = match &call.outcome {
+                    // KICC Pay's reply is the result: no webhook follows.
+                    Outcome::Accepted(c) => Ok((Some(c.merc_trx_no.clone()), true)),
+                    other => Err(describe(other)),
+                };
+                (
+                    call.shop_transaction_id,
+                    first_date.unwrap_or(call.request_date),
+                    result,
+                )
+            }
+            CancelPlan::KiccPayNetCancel {
+                authorization_id,
+                transmission,
+            } => {
+                let call = self
+                    .kicc
+                    .kiccpay_net_cancel(order, authorization_id, transmission)
+                    .await
+                    .map_err(|e| DbError::Corrupt(e.to_string()))?;
+                let result = match &call.outcome {
+                    Outcome::Accepted(()) => Ok((None, true)),
+                    other => Err(describe(other)),
+                };
+                (
+                    call.shop_transaction_id,
+                    first_date.unwrap_or(call.request_date),
+                    result,
+                )
+            }
+        };
+        let (id, shop_order_no) = (order.id, order.shop_order_no.clone());
+        let full = order.amount.minor();
+        self.db
+            .run(move |conn| {
+                match &result {
+                    Ok((cancel_pg_cno, confirmed)) => {
+                        compensations::record_attempt(conn, job, &key, &date, &AttemptResult::Requested { cancel_pg_cno: cancel_pg_cno.as_deref() })?;
+                        if *confirmed {
+                            write_transaction(conn, |conn| {
+                                if compensations::mark_confirmed(conn, job, cancel_pg_cno.as_deref())? {
+                                    close_compensated_order(conn, id, full, "KICC confirmed the compensating cancel")?;
+                                }
+                                Ok::<_, DbError>(())
+                            })?;
+                        }
+                    }
+                    Err(error) => {
+                        log::warn!("order {shop_order_no}: cancel attempt failed ({error}); the reconciler retries");
+                        let retry_at = now() + RETRY_AFTER;
+                        compensations::record_attempt(conn, job, &key, &date, &AttemptResult::Failed { error, retry_at })?;
+                    }
+                }
+                orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
+            })
+            .await
+    }
+
+    async fn reload(&self, id: i64) -> Result<Order, DbError> {
+        self.db
+            .run(move |conn| orders::find_by_id(conn, id)?.ok_or(DbError::NotFound))
+            .await
+    }
+}
+
+/// `compensating` (or `needs_attention`) → `cancelled`, the whole amount counted as cancelled.
+fn close_compensated_order(
+    conn: &mut crate::db::AnyConnection,
+    id: i64,
+    full: i64,
+    cause: &str,
+) -> Result<(), DbError> {
+    let order = orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)?;
+    let t = Transition::new(id, order.status, OrderEvent::CompensationConfirmed, cause)
+        .with_patch(OrderPatch::default())
+        .with_cancelled_amount(order.cancelled.minor(), full);
+    match orders::transition(conn, &t)? {
+        TransitionOutcome::Applied { .. } => Ok(()),
+        other => {
+            log::warn!("order {id}: compensation confirmed but the order did not close: {other:?}");
+            Ok(())
+        }
+    }
+}
+
+fn describe<T>(outcome: &Outcome<T>) -> String {
+    match outcome {
+        Outcome::Declined { code, message, .. } => format!("declined ({code}: {message})"),
+        Outcome::Transport(m) | Outcome::Malformed(m) => format!("{}: {m}", outcome.label()),
+        other => other.label().to_owned(),
+    }
+}

@@ -1,0 +1,42 @@
+//! The shopper's payment, end to end: placing an order and registering its payment
+//! (`place`), the returnUrl and the approval saga (`approval`), and compensating cancels
+//! (`compensate`). Every branch ends in a recorded state and a timeline entry (DESIGN §4, §5).
+
+mod approval;
+mod compensate;
+mod place;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use approval::{ReturnOutcome, ReturnParams};
+pub use place::{CheckoutError, Device, NextStep, OrderRequest, Placed, guest_customer_id};
+
+use crate::db::Db;
+use crate::kicc::KiccClient;
+
+/// Everything the checkout needs, shared by the web handlers and the JSON API.
+pub struct Checkout {
+    pub db: Db,
+    pub kicc: Arc<KiccClient>,
+    /// `{PUBLIC_BASE_URL}`: returnUrl and notifyUrl are built from it.
+    pub base_url: String,
+    /// A pending payment's life (`ORDER_EXPIRY_SECS`).
+    pub order_expiry: Duration,
+    /// Where the shopper authenticates for KICC Pay; `None`: KICC Pay is not offered.
+    pub kiccpay_window: Option<String>,
+}
+
+impl Checkout {
+    pub fn return_url(&self) -> String {
+        format!("{}/checkout/return", self.base_url)
+    }
+
+    pub fn payment_notify_url(&self) -> String {
+        format!("{}/webhooks/kicc/payment", self.base_url)
+    }
+
+    pub fn cancel_notify_url(&self) -> String {
+        format!("{}/webhooks/kicc/cancel", self.base_url)
+    }
+}

@@ -1,0 +1,396 @@
+//! Placing an order: prices from the database (never from the form), the order saved, then the
+//! payment registered — WeChat Pay's create-transaction (spec 01), or the KICC Pay window.
+
+use sha2::{Digest, Sha256};
+
+use super::Checkout;
+use crate::db::orders::{self, NewOrder, OrderPatch, Transition, TransitionOutcome};
+use crate::db::{DbError, now, products};
+use crate::domain::{
+    Currency, Customer, GoodsName, Order, OrderEvent, OrderLine, OrderStatus, PayMethod,
+    ShopOrderNo, TradeType, ValidationError,
+};
+use crate::kicc::Outcome;
+
+/// Desktop (QR, `native`) or phone (redirect, `mweb`): spec 01's trade types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Pc,
+    Mobile,
+}
+
+impl Device {
+    /// From a `User-Agent`: phones and tablets get the redirect.
+    pub fn from_user_agent(user_agent: &str) -> Self {
+        const MOBILE: [&str; 6] = [
+            "Mobile",
+            "Android",
+            "iPhone",
+            "iPad",
+            "iPod",
+            "MicroMessenger",
+        ];
+        if MOBILE.iter().any(|m| user_agent.contains(m)) {
+            Device::Mobile
+        } else {
+            Device::Pc
+        }
+    }
+
+    /// `pc` or `mobile` (the `?device=` override).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pc" => Some(Device::Pc),
+            "mobile" => Some(Device::Mobile),
+            _ => None,
+        }
+    }
+
+    pub fn trade_type(self) -> TradeType {
+        match self {
+            Device::Pc => TradeType::Native,
+            Device::Mobile => TradeType::Mweb,
+        }
+    }
+}
+
+/// An order as the shopper asked for it: SKUs and quantities only — prices come from the
+/// catalog.
+#[derive(Debug, Clone)]
+pub struct OrderRequest {
+    pub items: Vec<(String, u32)>,
+    pub currency: Currency,
+    pub pay_method: PayMethod,
+    pub device: Device,
+    pub customer: Customer,
+    /// The checkout form's one-time key: a second submit finds the first order.
+    pub idempotency_key: Option<String>,
+}
+
+/// Where the shopper goes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    /// The order page (the QR of a native payment, or the result).
+    OrderPage,
+    /// A 303 to the payment page (mweb) or the KICC Pay window.
+    Redirect(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub order: Order,
+    pub next: NextStep,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("the cart is empty")]
+    EmptyCart,
+    #[error("{0}")]
+    Invalid(ValidationError),
+    #[error("KICC Pay is not offered")]
+    KiccPayNotOffered,
+    /// KICC refused to register the payment: its message (with WeChat's decoded detail).
+    #[error("the payment could not be started: {message}")]
+    Declined {
+        order: Box<Order>,
+        code: String,
+        message: String,
+    },
+    /// The gateway did not answer usably; the order is closed and the shopper may retry.
+    #[error("the payment service did not answer: {detail}")]
+    GatewayUnavailable { order: Box<Order>, detail: String },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("the payment request could not be sent: {0}")]
+    Client(#[from] crate::kicc::ClientError),
+}
+
+/// A customer id for KICC (20 bytes): a stable pseudonym of the email, so KICC can group a
+/// guest's payments without seeing more than it already does.
+pub fn guest_customer_id(email: &str) -> String {
+    let digest = Sha256::digest(email.trim().to_ascii_lowercase().as_bytes());
+    format!("G{}", &hex::encode(digest)[..19])
+}
+
+impl Checkout {
+    /// Saves the order and registers its payment.
+    pub async fn place_order(&self, request: OrderRequest) -> Result<Placed, CheckoutError> {
+        if request.items.is_empty() {
+            return Err(CheckoutError::EmptyCart);
+        }
+        if request.pay_method == PayMethod::Kiccpay && self.kiccpay_window.is_none() {
+            return Err(CheckoutError::KiccPayNotOffered);
+        }
+        if let Some(key) = request.idempotency_key.clone() {
+            let existing = self
+                .db
+                .run(move |conn| orders::find_by_idempotency_key(conn, &key))
+                .await?;
+            if let Some(order) = existing {
+                return Ok(self.placed(order));
+            }
+        }
+        let order = match self.save(&request).await? {
+            Saved::New(order) => order,
+            Saved::Existing(order) => return Ok(self.placed(order)),
+        };
+        match request.pay_method {
+            PayMethod::Wechat => {
+                self.register_wechat(order, request.device.trade_type())
+                    .await
+            }
+            PayMethod::Kiccpay => self.open_kiccpay(order).await,
+        }
+    }
+
+    /// Prices the lines from the catalog and inserts the order (status `created`).
+    async fn save(&self, request: &OrderRequest) -> Result<Saved, CheckoutError> {
+        let catalog = self.db.run(products::list_active).await?;
+        let mut lines = Vec::new();
+        for (sku, quantity) in &request.items {
+            let product = catalog.iter().find(|p| &p.sku == sku).ok_or_else(|| {
+                CheckoutError::Invalid(ValidationError::new(
+                    "items",
+                    format!("`{sku}` is not on sale"),
+                ))
+            })?;
+            let quantity = i32::try_from(*quantity)
+                .ok()
+                .filter(|q| (1..=99).contains(q))
+                .ok_or_else(|| {
+                    CheckoutError::Invalid(ValidationError::new("quantity", "must be 1 to 99"))
+                })?;
+            let unit_price = product.price(request.currency);
+            let line_total = unit_price.checked_mul(i64::from(quantity)).ok_or_else(|| {
+                CheckoutError::Invalid(ValidationError::new("quantity", "is too large"))
+            })?;
+            lines.push(OrderLine {
+                sku: product.sku.clone(),
+                name: product.name.clone(),
+                unit_price,
+                quantity,
+                line_total,
+            });
+        }
+        let goods_name = GoodsName::for_cart(lines.iter().map(|l| l.name.as_str()))
+            .map_err(CheckoutError::Invalid)?;
+        let expires_at = now()
+            + chrono::TimeDelta::from_std(self.order_expiry)
+                .unwrap_or_else(|_| chrono::TimeDelta::minutes(10));
+        let trade_type =
+            (request.pay_method == PayMethod::Wechat).then(|| request.device.trade_type());
+        // A fresh number per try: two orders in the same minute may, rarely, draw the same one.
+        for _ in 0..3 {
+            let new = NewOrder {
+                shop_order_no: ShopOrderNo::generate(chrono::Utc::now()),
+                pay_method: request.pay_method,
+                trade_type,
+                goods_name: goods_name.clone(),
+                customer: request.customer.clone(),
+                lines: lines.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                expires_at: Some(expires_at),
+            };
+            let key = request.idempotency_key.clone();
+            let result = self
+                .db
+                .run(move |conn| match orders::insert(conn, &new, "checkout") {
+                    Ok(order) => Ok(Some(Saved::New(order))),
+                    Err(e) if e.is_unique_violation() => match key {
+                        // The same form submitted twice at once: the other submit won.
+                        Some(key) => {
+                            Ok(orders::find_by_idempotency_key(conn, &key)?.map(Saved::Existing))
+                        }
+                        None => Ok(None),
+                    },
+                    Err(e) => Err(e),
+                })
+                .await?;
+            if let Some(saved) = result {
+                return Ok(saved);
+            }
+        }
+        Err(CheckoutError::Db(DbError::Corrupt(
+            "could not draw a free order number".into(),
+        )))
+    }
+
+    /// Spec 01: register the WeChat Pay payment; store pgCno and the payment page.
+    async fn register_wechat(
+        &self,
+        order: Order,
+        trade_type: TradeType,
+    ) -> Result<Placed, CheckoutError> {
+        let call = self
+            .kicc
+            .create_wechat_trade(
+                &order,
+                trade_type,
+                &self.return_url(),
+                &self.payment_notify_url(),
+            )
+            .await?;
+        let (event, cause, patch) = match &call.outcome {
+            Outcome::Accepted(registered) => (
+                OrderEvent::PaymentRegistered,
+                format!("KICC registered the payment (pgCno {})", registered.pg_cno),
+                OrderPatch {
+                    pg_cno: Some(registered.pg_cno.clone()),
+                    payment_page_url: Some(registered.payment_page_url.clone()),
+                    ..Default::default()
+                },
+            ),
+            Outcome::Declined {
+                code,
+                message,
+                detail,
+            } => (
+                OrderEvent::RegistrationFailed,
+                format!(
+                    "KICC declined the payment ({code}: {message}{})",
+                    detail_suffix(detail.as_deref())
+                ),
+                OrderPatch::default(),
+            ),
+            other => (
+                OrderEvent::RegistrationFailed,
+                format!(
+                    "create-transaction ended {}: the shopper may try again",
+                    other.label()
+                ),
+                OrderPatch::default(),
+            ),
+        };
+        let updated = self
+            .transition(&order, OrderStatus::Created, event, cause, patch)
+            .await?;
+        match call.outcome {
+            Outcome::Accepted(registered) => Ok(Placed {
+                next: match trade_type {
+                    TradeType::Native => NextStep::OrderPage,
+                    TradeType::Mweb => NextStep::Redirect(registered.payment_page_url),
+                },
+                order: updated,
+            }),
+            Outcome::Declined {
+                code,
+                message,
+                detail,
+            } => Err(CheckoutError::Declined {
+                order: Box::new(updated),
+                code,
+                message: format!("{message}{}", detail_suffix(detail.as_deref())),
+            }),
+            other => Err(CheckoutError::GatewayUnavailable {
+                order: Box::new(updated),
+                detail: other.label().into(),
+            }),
+        }
+    }
+
+    /// KICC Pay: the window takes the shopper's authentication; the returnUrl brings the
+    /// authorizationId back (docs/KICC-ASSUMPTIONS.md: the window is not in our spec files).
+    async fn open_kiccpay(&self, order: Order) -> Result<Placed, CheckoutError> {
+        let updated = self
+            .transition(
+                &order,
+                OrderStatus::Created,
+                OrderEvent::PaymentRegistered,
+                "KICC Pay window opened".into(),
+                OrderPatch::default(),
+            )
+            .await?;
+        Ok(self.placed(updated))
+    }
+
+    /// The KICC Pay window URL for an order: `mercTrxNo`, `trxAmt`, `goodsName`, `returnUrl`.
+    pub fn kiccpay_window_url(&self, order: &Order) -> Option<String> {
+        let base = self.kiccpay_window.as_deref()?;
+        let mut url = url::Url::parse(base).ok()?;
+        url.query_pairs_mut()
+            .append_pair("mercTrxNo", order.shop_order_no.as_str())
+            .append_pair("trxAmt", &order.amount.minor().to_string())
+            .append_pair("goodsName", &order.goods_name)
+            .append_pair("returnUrl", &self.return_url());
+        Some(url.into())
+    }
+
+    /// Where the shopper goes for an order that exists (a repeated submit lands here too).
+    fn placed(&self, order: Order) -> Placed {
+        let next = match (
+            order.status,
+            order.pay_method,
+            order.trade_type,
+            &order.payment_page_url,
+        ) {
+            (OrderStatus::Pending, PayMethod::Wechat, Some(TradeType::Mweb), Some(url)) => {
+                NextStep::Redirect(url.clone())
+            }
+            (OrderStatus::Pending, PayMethod::Kiccpay, _, _) => self
+                .kiccpay_window_url(&order)
+                .map_or(NextStep::OrderPage, NextStep::Redirect),
+            _ => NextStep::OrderPage,
+        };
+        Placed { order, next }
+    }
+
+    /// One transition from a known status; returns the order as it is afterwards (moved by us
+    /// or by whoever won the race).
+    pub(super) async fn transition(
+        &self,
+        order: &Order,
+        expected: OrderStatus,
+        event: OrderEvent,
+        cause: String,
+        patch: OrderPatch,
+    ) -> Result<Order, DbError> {
+        let id = order.id;
+        self.db
+            .run(move |conn| {
+                let t = Transition::new(id, expected, event, cause).with_patch(patch);
+                match orders::transition(conn, &t)? {
+                    TransitionOutcome::Applied { .. } | TransitionOutcome::Lost { .. } => {}
+                    TransitionOutcome::NotAllowed(e) => log::warn!("order {id}: {e}"),
+                }
+                orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
+            })
+            .await
+    }
+}
+
+enum Saved {
+    New(Order),
+    Existing(Order),
+}
+
+fn detail_suffix(detail: Option<&str>) -> String {
+    detail.map(|d| format!(" — {d}")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_from_user_agents() {
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148";
+        let android = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36";
+        let wechat = "Mozilla/5.0 (Linux; Android 13) MicroMessenger/8.0.40";
+        let desktop =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36";
+        assert_eq!(Device::from_user_agent(iphone), Device::Mobile);
+        assert_eq!(Device::from_user_agent(android), Device::Mobile);
+        assert_eq!(Device::from_user_agent(wechat), Device::Mobile);
+        assert_eq!(Device::from_user_agent(desktop), Device::Pc);
+        assert_eq!(Device::from_user_agent(""), Device::Pc);
+    }
+
+    #[test]
+    fn guest_ids_fit_kicc_and_are_stable() {
+        let id = guest_customer_id("Test@Email.com ");
+        assert_eq!(id.len(), 20);
+        assert_eq!(id, guest_customer_id("test@email.com"));
+        assert_ne!(id, guest_customer_id("other@email.com"));
+    }
+}
