@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cart;
+mod checkout;
 mod cli;
 mod contract;
 mod harness;
