@@ -455,3 +455,66 @@ both_backends! {
         assert_eq!((body["error"]["code"].as_str(), body["error"]["field"].as_str()), (Some("invalid"), Some("currency")));
     }
 }
+
+/// The app in live mode against a standalone sandbox that does not know its merchant: the create
+/// is declined, the shopper sees KICC's message on the checkout form and can try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_create_shows_kiccs_message_and_lets_the_shopper_retry() {
+    let sandbox_config = kicc_checkout::sandbox::SandboxConfig::from_lookup(|_| Ok(None)).unwrap();
+    let sandbox = kicc_checkout::sandbox::SandboxServer::build(
+        sandbox_config,
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+    )
+    .unwrap();
+    let base = sandbox.base_url().to_owned();
+    tokio::spawn(sandbox.run_until_stopped());
+    let app = TestApp::spawn_with(
+        TestDb::sqlite(),
+        &[
+            ("KICC_API_BASE", &base),
+            ("KICC_MALL_ID", "T9999999"),
+            ("KICC_SECRET_KEY", "k"),
+            ("ADMIN_PASSWORD", "correct horse"),
+        ],
+    )
+    .await;
+    app.post_form("/cart/items", &[("sku", "CERAMIC-MUG")])
+        .await;
+    let (_, fields) = parse_form(&app.get("/checkout").await.text().await.unwrap());
+    let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
+    let submit = [
+        ("key", key.as_str()),
+        ("currency", "KRW"),
+        ("name", "John"),
+        ("email", "john@example.com"),
+        ("phone", "01012345678"),
+        ("address", "Seoul"),
+        ("pay_method", "wechat"),
+        ("device", "pc"),
+    ];
+    let declined = app.post_form("/checkout", &submit).await;
+    assert_eq!(declined.status(), 502);
+    let html = declined.text().await.unwrap();
+    assert!(
+        html.contains("The payment could not be started") && html.contains("You can try again"),
+        "{html}"
+    );
+    assert!(html.contains("value=\"John\""), "values are kept");
+    // A fresh form key: trying again makes a new order rather than finding the failed one.
+    let (_, retry) = parse_form(&html);
+    assert_ne!(retry.iter().find(|(k, _)| k == "key").unwrap().1, key);
+    let mut conn = app.db.get().unwrap();
+    let rows = gateway_calls::all(&mut conn).unwrap();
+    assert_eq!(
+        (rows[0].api.as_str(), rows[0].res_cd.as_deref()),
+        ("wechat_create", Some("2001"))
+    );
+    let order = orders::find_by_id(&mut conn, rows[0].order_id.unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(order.status.as_str(), "failed");
+    // No sandbox in live mode.
+    drop(conn);
+    assert_eq!(app.get("/sandbox/").await.status(), 404);
+}
