@@ -122,17 +122,18 @@ impl Application {
         let kicc = KiccClient::new(ClientSettings::from_config(&config, &api_base), db.clone())
             .map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
         let kicc = Arc::new(kicc);
-        let checkout = Arc::new(Checkout {
-            db: db.clone(),
-            kicc: kicc.clone(),
-            base_url: base_url.clone(),
-            order_expiry: config.order_expiry,
-            kiccpay_window: match &config.kiccpay.window {
+        let checkout = Arc::new(Checkout::new(
+            db.clone(),
+            kicc.clone(),
+            base_url.clone(),
+            config.order_expiry,
+            match &config.kiccpay.window {
                 KiccPayWindow::Url(url) => Some(url.clone()),
                 KiccPayWindow::Sandbox => Some(format!("{base_url}/sandbox/kiccpay/window")),
                 KiccPayWindow::NotOffered => None,
             },
-        });
+        ));
+        checkout.spawn_recorder(std::time::Duration::from_secs(2));
         let state = web::Data::new(AppState {
             checkout,
             kicc,

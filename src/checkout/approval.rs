@@ -127,7 +127,7 @@ impl Checkout {
                     amount: approval.amount,
                 };
                 Ok(self
-                    .compensate(&order, approving, plan, reason, Some(call.call_id))
+                    .compensate(&order, approving, plan, reason, call.call_id)
                     .await?)
             }
             Outcome::Accepted(approval) => match self.settle_wechat(&order, &approval).await {
@@ -140,7 +140,7 @@ impl Checkout {
                         amount: approval.amount,
                     };
                     Ok(self
-                        .compensate(&order, approving, plan, reason, Some(call.call_id))
+                        .compensate(&order, approving, plan, reason, call.call_id)
                         .await?)
                 }
             },
@@ -152,7 +152,7 @@ impl Checkout {
                     amount: order.amount.minor(),
                 };
                 Ok(self
-                    .compensate(&order, approving, plan, reason, Some(call.call_id))
+                    .compensate(&order, approving, plan, reason, call.call_id)
                     .await?)
             }
             Outcome::Declined { code, message, .. } => Ok(self
@@ -186,7 +186,7 @@ impl Checkout {
                             amount: found.amount.unwrap_or(order.amount.minor()),
                         };
                         Ok(self
-                            .compensate(&order, approving, plan, reason, Some(call.call_id))
+                            .compensate(&order, approving, plan, reason, call.call_id)
                             .await?)
                     }
                     Outcome::Accepted(_) | Outcome::Declined { .. } => Ok(self
@@ -271,7 +271,7 @@ impl Checkout {
                         approving,
                         cancel_plan(&approval, approved),
                         reason,
-                        Some(call.call_id),
+                        call.call_id,
                     )
                     .await?)
             }
@@ -310,7 +310,7 @@ impl Checkout {
                                 approving,
                                 cancel_plan(&approval, amount),
                                 reason,
-                                Some(call.call_id),
+                                call.call_id,
                             )
                             .await?)
                     }
@@ -337,7 +337,7 @@ impl Checkout {
                     transmission,
                 };
                 Ok(self
-                    .compensate(&order, approving, plan, reason, Some(call.call_id))
+                    .compensate(&order, approving, plan, reason, call.call_id)
                     .await?)
             }
         }
@@ -370,13 +370,7 @@ impl Checkout {
             );
             let plan = CancelPlan::WechatRevise { pg_cno, amount };
             return Ok(self
-                .compensate(
-                    &order,
-                    OrderStatus::Pending,
-                    plan,
-                    reason,
-                    Some(call.call_id),
-                )
+                .compensate(&order, OrderStatus::Pending, plan, reason, call.call_id)
                 .await?);
         }
         let patch = OrderPatch {

@@ -104,12 +104,13 @@ impl Checkout {
             Ok(Some(job)) => job,
             Ok(None) => return self.reload(order.id).await,
             Err(e) => {
-                // Not recorded, so not sent (every call is recorded first): the order stays
-                // where it was and the reconciler finds it. Logged loudly.
+                // The database cannot take the job: the money must go back anyway. Cancel
+                // in-process now; the record follows when the database answers again.
                 log::error!(
-                    "order {}: could not start the compensation ({reason}): {e}",
+                    "order {}: could not record the compensation ({reason}): {e}",
                     order.shop_order_no
                 );
+                self.cancel_in_process(order, &plan, &reason).await;
                 return Err(e);
             }
         };
@@ -266,5 +267,234 @@ fn describe<T>(outcome: &Outcome<T>) -> String {
         Outcome::Declined { code, message, .. } => format!("declined ({code}: {message})"),
         Outcome::Transport(m) | Outcome::Malformed(m) => format!("{}: {m}", outcome.label()),
         other => other.label().to_owned(),
+    }
+}
+
+/// A compensating cancel made while the database was unreachable: sent at once (the money must
+/// go back), recorded once the database answers again by [`Checkout::record_in_process_cancels`].
+#[derive(Debug, Clone)]
+pub struct InProcessCancel {
+    order_id: i64,
+    reason: String,
+    api: &'static str,
+    amount: i64,
+    currency: &'static str,
+    calls: Vec<crate::db::gateway_calls::DeferredCall>,
+    /// The cancel's own key and date (the first deferred call).
+    key: String,
+    date: String,
+    cancel_pg_cno: Option<String>,
+    accepted: bool,
+    confirmed: bool,
+    error: Option<String>,
+}
+
+impl Checkout {
+    /// The database is unreachable: cancel directly, keep the record in memory (DESIGN §4).
+    pub(super) async fn cancel_in_process(&self, order: &Order, plan: &CancelPlan, reason: &str) {
+        let kicc = self.kicc.deferred();
+        let mut calls = Vec::new();
+        let (key, date, accepted, confirmed, cancel_pg_cno, error) = match plan {
+            CancelPlan::WechatRevise { pg_cno, .. } => {
+                let Ok(call) = kicc
+                    .wechat_revise(
+                        order,
+                        pg_cno,
+                        CancelAmount::Full,
+                        &self.cancel_notify_url(),
+                        None,
+                    )
+                    .await
+                else {
+                    log::error!(
+                        "order {}: the in-process cancel could not be built",
+                        order.shop_order_no
+                    );
+                    return;
+                };
+                let (key, date) = (call.shop_transaction_id.clone(), call.request_date.clone());
+                let (accepted, cancel_pg_cno, error) = match &call.outcome {
+                    Outcome::Accepted(a) => (true, a.cancel_pg_cno.clone(), None),
+                    other => (false, None, Some(describe(other))),
+                };
+                calls.extend(call.deferred);
+                let mut confirmed = false;
+                if accepted && let Ok(check) = kicc.wechat_find(Some(order.id), pg_cno).await {
+                    confirmed = check
+                        .outcome
+                        .accepted()
+                        .is_some_and(|s| s.status == TradeStatus::Cancelled);
+                    calls.extend(check.deferred);
+                }
+                (key, date, accepted, confirmed, cancel_pg_cno, error)
+            }
+            CancelPlan::KiccPayCancel {
+                approval_date,
+                approval_no,
+                amount,
+            } => {
+                let Ok(call) = kicc
+                    .kiccpay_cancel(order, approval_date, approval_no, *amount)
+                    .await
+                else {
+                    return;
+                };
+                let accepted = call.outcome.accepted().is_some();
+                let error = (!accepted).then(|| describe(&call.outcome));
+                let out = (
+                    call.shop_transaction_id.clone(),
+                    call.request_date.clone(),
+                    accepted,
+                    accepted,
+                    None,
+                    error,
+                );
+                calls.extend(call.deferred);
+                out
+            }
+            CancelPlan::KiccPayNetCancel {
+                authorization_id,
+                transmission,
+            } => {
+                let Ok(call) = kicc
+                    .kiccpay_net_cancel(order, authorization_id, transmission)
+                    .await
+                else {
+                    return;
+                };
+                let accepted = call.outcome.accepted().is_some();
+                let error = (!accepted).then(|| describe(&call.outcome));
+                let out = (
+                    call.shop_transaction_id.clone(),
+                    call.request_date.clone(),
+                    accepted,
+                    accepted,
+                    None,
+                    error,
+                );
+                calls.extend(call.deferred);
+                out
+            }
+        };
+        log::error!(
+            "order {}: cancelled in-process while the database is unreachable ({}); to be recorded when it returns",
+            order.shop_order_no,
+            if confirmed {
+                "confirmed"
+            } else if accepted {
+                "requested"
+            } else {
+                "not accepted"
+            }
+        );
+        self.in_process
+            .lock()
+            .expect("in-process list")
+            .push(InProcessCancel {
+                order_id: order.id,
+                reason: format!(
+                    "{reason} — cancelled in-process while the database was unreachable"
+                ),
+                api: plan.api(),
+                amount: plan.amount(order).max(1),
+                currency: order.amount.currency().code(),
+                calls,
+                key,
+                date,
+                cancel_pg_cno,
+                accepted,
+                confirmed,
+                error,
+            });
+    }
+
+    /// Writes the in-process cancels the database missed: their calls, the order's transition
+    /// to `compensating` (and `cancelled` when confirmed) and the job row. Those that still
+    /// cannot be written stay for the next try. Returns how many were written.
+    pub async fn record_in_process_cancels(&self) -> usize {
+        let pending: Vec<InProcessCancel> =
+            std::mem::take(&mut *self.in_process.lock().expect("in-process list"));
+        let mut written = 0;
+        for cancel in pending {
+            let item = cancel.clone();
+            let result = self
+                .db
+                .run(move |conn| {
+                    write_transaction(conn, |conn| {
+                        for call in &item.calls {
+                            crate::db::gateway_calls::insert_deferred(conn, call)?;
+                        }
+                        orders::apply_event(
+                            conn,
+                            item.order_id,
+                            OrderEvent::CompensationStarted,
+                            &item.reason,
+                            &OrderPatch::default(),
+                        )?;
+                        let job = compensations::insert(
+                            conn,
+                            &NewCompensation {
+                                order_id: item.order_id,
+                                origin: "saga",
+                                reason: &item.reason,
+                                api: item.api,
+                                revise_type_code: (item.api == "wechat_revise").then_some("40"),
+                                amount: item.amount,
+                                currency: item.currency,
+                                gateway_call_id: None,
+                            },
+                        )?;
+                        let attempt = match (&item.error, item.accepted) {
+                            (_, true) => AttemptResult::Requested {
+                                cancel_pg_cno: item.cancel_pg_cno.as_deref(),
+                            },
+                            (error, false) => AttemptResult::Failed {
+                                error: error.as_deref().unwrap_or("not accepted"),
+                                retry_at: now(),
+                            },
+                        };
+                        compensations::record_attempt(conn, job, &item.key, &item.date, &attempt)?;
+                        if item.confirmed
+                            && compensations::mark_confirmed(
+                                conn,
+                                job,
+                                item.cancel_pg_cno.as_deref(),
+                            )?
+                        {
+                            let full = orders::find_by_id(conn, item.order_id)?
+                                .ok_or(DbError::NotFound)?
+                                .amount
+                                .minor();
+                            close_compensated_order(
+                                conn,
+                                item.order_id,
+                                full,
+                                "KICC confirmed the in-process cancel",
+                            )?;
+                        }
+                        Ok::<_, DbError>(())
+                    })
+                })
+                .await;
+            match result {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    log::warn!(
+                        "order {}: in-process cancel still not recorded: {e}",
+                        cancel.order_id
+                    );
+                    self.in_process
+                        .lock()
+                        .expect("in-process list")
+                        .push(cancel);
+                }
+            }
+        }
+        written
+    }
+
+    /// How many in-process cancels wait to be recorded (for `/metrics` and tests).
+    pub fn unrecorded_cancels(&self) -> usize {
+        self.in_process.lock().expect("in-process list").len()
     }
 }

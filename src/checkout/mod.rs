@@ -25,9 +25,45 @@ pub struct Checkout {
     pub order_expiry: Duration,
     /// Where the shopper authenticates for KICC Pay; `None`: KICC Pay is not offered.
     pub kiccpay_window: Option<String>,
+    /// Cancels made while the database was unreachable, waiting to be recorded.
+    in_process: std::sync::Mutex<Vec<compensate::InProcessCancel>>,
 }
 
 impl Checkout {
+    pub fn new(
+        db: Db,
+        kicc: Arc<KiccClient>,
+        base_url: String,
+        order_expiry: Duration,
+        kiccpay_window: Option<String>,
+    ) -> Self {
+        Self {
+            db,
+            kicc,
+            base_url,
+            order_expiry,
+            kiccpay_window,
+            in_process: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Records in-process cancels every `every` until the app stops.
+    pub fn spawn_recorder(self: &Arc<Self>, every: Duration) {
+        let checkout = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if checkout.unrecorded_cancels() > 0 {
+                    let written = checkout.record_in_process_cancels().await;
+                    if written > 0 {
+                        log::info!("recorded {written} in-process cancel(s)");
+                    }
+                }
+            }
+        });
+    }
+
     pub fn return_url(&self) -> String {
         format!("{}/checkout/return", self.base_url)
     }

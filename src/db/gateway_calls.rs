@@ -132,3 +132,50 @@ pub fn all(conn: &mut AnyConnection) -> Result<Vec<GatewayCall>, DbError> {
         .select(GatewayCall::as_select())
         .load(conn)?)
 }
+
+/// A call made while the database was unreachable (an in-process compensating cancel), kept in
+/// memory and written whole once the database answers again.
+#[derive(Debug, Clone)]
+pub struct DeferredCall {
+    pub order_id: Option<i64>,
+    pub api: &'static str,
+    pub shop_transaction_id: String,
+    pub request_date: String,
+    pub request_body: String,
+    pub requested_at: NaiveDateTime,
+    pub response_body: Option<String>,
+    pub http_status: Option<i32>,
+    pub outcome: &'static str,
+    pub res_cd: Option<String>,
+    pub res_msg: Option<String>,
+    pub pg_cno: Option<String>,
+    pub latency_ms: i64,
+    pub completed_at: NaiveDateTime,
+}
+
+/// Writes a deferred call, started and completed, in one insert. A call already written (its
+/// key is unique) is left as it is.
+pub fn insert_deferred(conn: &mut AnyConnection, call: &DeferredCall) -> Result<(), DbError> {
+    if find_by_shop_transaction_id(conn, &call.shop_transaction_id)?.is_some() {
+        return Ok(());
+    }
+    diesel::insert_into(gateway_calls::table)
+        .values((
+            gateway_calls::order_id.eq(call.order_id),
+            gateway_calls::api.eq(call.api),
+            gateway_calls::shop_transaction_id.eq(&call.shop_transaction_id),
+            gateway_calls::request_date.eq(&call.request_date),
+            gateway_calls::request_body.eq(&call.request_body),
+            gateway_calls::requested_at.eq(call.requested_at),
+            gateway_calls::response_body.eq(&call.response_body),
+            gateway_calls::http_status.eq(call.http_status),
+            gateway_calls::outcome.eq(call.outcome),
+            gateway_calls::res_cd.eq(&call.res_cd),
+            gateway_calls::res_msg.eq(&call.res_msg),
+            gateway_calls::pg_cno.eq(&call.pg_cno),
+            gateway_calls::latency_ms.eq(call.latency_ms),
+            gateway_calls::completed_at.eq(call.completed_at),
+        ))
+        .execute(conn)?;
+    Ok(())
+}

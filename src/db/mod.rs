@@ -217,7 +217,7 @@ impl Default for PoolOptions {
     fn default() -> Self {
         Self {
             max_size: 8,
-            connection_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! with the redacted reply, outcome and latency. Secrets, tokenKey and authorizationId never
 //! reach the table or the log.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{FixedOffset, Utc};
@@ -17,7 +18,7 @@ use super::{
     KiccPayCancelled, KiccPayTransmission, Outcome, PaymentStatus, Registered,
     RetrievedTransaction, TradeStatus, crypto, redact_body,
 };
-use crate::db::gateway_calls::{self, CallCompletion, NewGatewayCall};
+use crate::db::gateway_calls::{self, CallCompletion, DeferredCall, NewGatewayCall};
 use crate::db::{Db, DbError};
 use crate::domain::{Order, TradeType};
 
@@ -86,8 +87,10 @@ impl ClientSettings {
 
 pub struct KiccClient {
     http: reqwest::Client,
-    settings: ClientSettings,
+    settings: Arc<ClientSettings>,
     db: Db,
+    /// `false` only for [`KiccClient::deferred`]: calls made while the database is unreachable.
+    record_first: bool,
 }
 
 /// A reply as it came off the wire, before interpretation.
@@ -99,9 +102,13 @@ enum RawReply {
 
 /// What was sent and what came back.
 struct Exchange {
-    call_id: i64,
+    /// The row written before sending; `None` for a deferred call.
+    call_id: Option<i64>,
+    order_id: Option<i64>,
     key: String,
     date: String,
+    redacted_request: String,
+    requested_at: chrono::NaiveDateTime,
     started: Instant,
     reply: RawReply,
 }
@@ -166,7 +173,25 @@ impl KiccClient {
             .user_agent(concat!("kicc-checkout/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Setup(e.to_string()))?;
-        Ok(Self { http, settings, db })
+        Ok(Self {
+            http,
+            settings: Arc::new(settings),
+            db,
+            record_first: true,
+        })
+    }
+
+    /// The same client for the one case where a call may not wait for the database: a
+    /// compensating cancel while the database is unreachable (DESIGN §4: "cancel directly
+    /// in-process, then record once the DB is back"). Its calls are not written first; each
+    /// returns its record in `GatewayCall::deferred` for the caller to write later.
+    pub fn deferred(&self) -> KiccClient {
+        KiccClient {
+            http: self.http.clone(),
+            settings: self.settings.clone(),
+            db: self.db.clone(),
+            record_first: false,
+        }
     }
 
     pub fn mall_id(&self) -> &str {
@@ -192,22 +217,28 @@ impl KiccClient {
         body: Vec<u8>,
     ) -> Result<Exchange, ClientError> {
         let redacted = redact_body(&body);
-        let (api_name, db) = (api.as_str(), self.db.clone());
-        let (k, d) = (key.clone(), date.clone());
-        let call_id = db
-            .run(move |conn| {
-                gateway_calls::insert_started(
-                    conn,
-                    &NewGatewayCall {
-                        order_id,
-                        api: api_name,
-                        shop_transaction_id: &k,
-                        request_date: &d,
-                        request_body: &redacted,
-                    },
-                )
-            })
-            .await?;
+        let requested_at = crate::db::now();
+        let call_id = if self.record_first {
+            let (api_name, db) = (api.as_str(), self.db.clone());
+            let (k, d, r) = (key.clone(), date.clone(), redacted.clone());
+            Some(
+                db.run(move |conn| {
+                    gateway_calls::insert_started(
+                        conn,
+                        &NewGatewayCall {
+                            order_id,
+                            api: api_name,
+                            shop_transaction_id: &k,
+                            request_date: &d,
+                            request_body: &r,
+                        },
+                    )
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
 
         let url = self.url(api);
         let mut request = self.http.post(&url).header(
@@ -253,8 +284,11 @@ impl KiccClient {
         };
         Ok(Exchange {
             call_id,
+            order_id,
             key,
             date,
+            redacted_request: redacted,
+            requested_at,
             started,
             reply,
         })
@@ -305,8 +339,34 @@ impl KiccClient {
                 .unwrap_or_default(),
             latency.as_millis()
         );
-        let call_id = exchange.call_id;
         let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        let Some(call_id) = exchange.call_id else {
+            // A deferred call: its whole record goes back to the caller to write later.
+            let deferred = DeferredCall {
+                order_id: exchange.order_id,
+                api: api.as_str(),
+                shop_transaction_id: exchange.key.clone(),
+                request_date: exchange.date.clone(),
+                request_body: exchange.redacted_request,
+                requested_at: exchange.requested_at,
+                response_body,
+                http_status,
+                outcome: label,
+                res_cd: summary.res_cd,
+                res_msg,
+                pg_cno: summary.pg_cno,
+                latency_ms,
+                completed_at: crate::db::now(),
+            };
+            return GatewayCall {
+                call_id: None,
+                shop_transaction_id: exchange.key,
+                request_date: exchange.date,
+                latency,
+                outcome,
+                deferred: Some(deferred),
+            };
+        };
         let recorded = self
             .db
             .run(move |conn| {
@@ -334,11 +394,12 @@ impl KiccClient {
             );
         }
         GatewayCall {
-            call_id,
+            call_id: Some(call_id),
             shop_transaction_id: exchange.key,
             request_date: exchange.date,
             latency,
             outcome,
+            deferred: None,
         }
     }
 

@@ -147,12 +147,15 @@ impl<T> Outcome<T> {
 /// One recorded call: its row in `gateway_calls`, its idempotency key and date, and its outcome.
 #[derive(Debug, Clone)]
 pub struct GatewayCall<T> {
-    pub call_id: i64,
+    /// Its `gateway_calls` row; `None` for a call of [`KiccClient::deferred`].
+    pub call_id: Option<i64>,
     pub shop_transaction_id: String,
     /// yyyyMMdd (KST) the request was sent on.
     pub request_date: String,
     pub latency: Duration,
     pub outcome: Outcome<T>,
+    /// A deferred call's record, to be written once the database answers.
+    pub deferred: Option<crate::db::gateway_calls::DeferredCall>,
 }
 
 /// KICC's transaction status codes (spec 06, docs/KICC-ASSUMPTIONS.md).

@@ -518,3 +518,88 @@ async fn a_declined_create_shows_kiccs_message_and_lets_the_shopper_retry() {
     drop(conn);
     assert_eq!(app.get("/sandbox/").await.status(), 404);
 }
+
+/// The database goes away after the approval was sent: the paid write and the compensation job
+/// both fail, so the app cancels in-process at once and records it all when the database is back.
+/// (PostgreSQL only: a SQLite file cannot be taken from a process that holds it open.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_after_approval_cancels_in_process_and_records_later() {
+    let Some(test_db) = TestDb::postgres() else {
+        return;
+    };
+    let name = test_db.url.rsplit('/').next().unwrap().to_owned();
+    let app = app_with(test_db, &[("KICC_TIMEOUT_SECS", "10")]).await;
+    let created = app.api_order("wechat", "pc", "KRW").await;
+    let (no, pg_cno) = (
+        created["shopOrderNo"].as_str().unwrap().to_owned(),
+        created["pgCno"].as_str().unwrap().to_owned(),
+    );
+    // The approval is made at once but answered 1.5 s later: time to take the database away.
+    app.scenario(&no, "approval_late", 1500).await;
+    let form = app.pay_wechat(&pg_cno, "pay").await;
+    let returning = {
+        let (client, form) = (app.client.clone(), form.clone());
+        tokio::spawn(async move {
+            client
+                .post(&form.0)
+                .form(&form.1)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let admin = |sql: String| {
+        let mut conn = <diesel::PgConnection as diesel::Connection>::establish(
+            &crate::helpers::postgres_admin_url(),
+        )
+        .unwrap();
+        diesel::sql_query(sql).execute(&mut conn).unwrap();
+    };
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+    admin(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    ));
+
+    // The shopper gets an error page (nothing more can be said without the database)…
+    let status = returning.await.unwrap();
+    assert!(status >= 500, "{status}");
+    // …but the money already went back.
+    let trade = app.trade(&pg_cno).await;
+    assert_eq!(trade["statusCode"], "TS02", "{trade}");
+
+    // The database returns; the recorder writes what happened.
+    admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let mut status = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let response = app.get(&format!("/api/orders/{no}")).await;
+        if response.status() == 200 {
+            status = response.json::<Value>().await.unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if status == "cancelled" {
+                break;
+            }
+        }
+    }
+    assert_eq!(status, "cancelled", "{}", app.causes(&no));
+    assert!(
+        app.causes(&no)
+            .contains("cancelled in-process while the database was unreachable"),
+        "{}",
+        app.causes(&no)
+    );
+    let calls = app.api_calls(&no);
+    assert!(
+        calls.ends_with(&["wechat_revise".to_owned(), "wechat_find".to_owned()]),
+        "{calls:?}"
+    );
+    assert_eq!(
+        app.compensation_states(&no),
+        [("wechat_revise".to_owned(), "confirmed".to_owned())]
+    );
+}
