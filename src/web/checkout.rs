@@ -294,8 +294,9 @@ async fn load_order(state: &AppState, no: &str) -> Result<Order, WebError> {
 /// `GET /orders/{shopOrderNo}`: the QR while a native payment waits, else the result.
 pub async fn order_page(
     state: web::Data<AppState>,
+    req: HttpRequest,
     no: web::Path<String>,
-) -> Result<OrderPage, WebError> {
+) -> Result<HttpResponse, WebError> {
     let order = load_order(&state, &no).await?;
     let lines = {
         let order = order.clone();
@@ -315,7 +316,7 @@ pub async fn order_page(
         .expires_at
         .map(|at| (at - now).num_seconds().max(0))
         .unwrap_or(0);
-    Ok(OrderPage {
+    let page = OrderPage {
         layout: Layout::new(
             format!("Order {}", order.shop_order_no),
             state.config.is_sandbox(),
@@ -351,7 +352,17 @@ pub async fn order_page(
                 total: l.line_total.to_string(),
             })
             .collect(),
-    })
+    };
+    let mut response = super::render(&page, actix_web::http::StatusCode::OK);
+    // Bought: the cart that led here is done with.
+    if order.status == OrderStatus::Paid && !Cart::from_request(&req, &state.cookie_key).is_empty()
+    {
+        let mut gone = actix_web::cookie::Cookie::new(super::cart::COOKIE, "");
+        gone.set_path("/");
+        gone.make_removal();
+        let _ = response.add_cookie(&gone);
+    }
+    Ok(response)
 }
 
 /// What the shopper reads first.

@@ -270,6 +270,10 @@ both_backends! {
         let order = app.order(&no).await;
         assert_eq!((order["status"].as_str(), order["amount"].as_i64()), (Some("paid"), Some(24000)));
         assert_eq!(app.timeline(&no), PAID_TIMELINE);
+        // The receipt empties the cart that was bought.
+        assert!(!app.get("/cart").await.text().await.unwrap().contains("Your cart is empty"));
+        assert!(app.get(&format!("/orders/{no}")).await.text().await.unwrap().contains("your payment is complete"));
+        assert!(app.get("/cart").await.text().await.unwrap().contains("Your cart is empty"));
     }
 
     async fn kiccpay_payment_ends_paid(test_db) {
