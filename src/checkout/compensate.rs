@@ -32,7 +32,7 @@ pub enum CancelPlan {
 }
 
 impl CancelPlan {
-    fn api(&self) -> &'static str {
+    pub(super) fn api(&self) -> &'static str {
         match self {
             CancelPlan::WechatRevise { .. } => "wechat_revise",
             CancelPlan::KiccPayCancel { .. } => "kiccpay_cancel",
@@ -72,31 +72,16 @@ impl Checkout {
             .db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
-                    let t = Transition::new(
-                        id,
-                        expected,
-                        OrderEvent::CompensationStarted,
-                        cause.clone(),
-                    );
-                    match orders::transition(conn, &t)? {
-                        TransitionOutcome::Applied { .. } => {}
-                        // Someone else moved the order first: they own what happens next.
-                        _ => return Ok(None),
-                    }
-                    let job = compensations::insert(
+                    start_compensation(
                         conn,
-                        &NewCompensation {
-                            order_id: id,
-                            origin: "saga",
-                            reason: &cause,
-                            api,
-                            revise_type_code: (api == "wechat_revise").then_some("40"),
-                            amount,
-                            currency,
-                            gateway_call_id,
-                        },
-                    )?;
-                    Ok(Some(job))
+                        id,
+                        Some(expected),
+                        api,
+                        amount,
+                        currency,
+                        &cause,
+                        gateway_call_id,
+                    )
                 })
             })
             .await;
@@ -242,8 +227,54 @@ impl Checkout {
     }
 }
 
+/// Moves the order to `compensating` (from `from`, or from whatever status it is in) and writes
+/// the job row; call inside a write transaction. `None` when the order could not move (another
+/// writer took it elsewhere first, or it is past holding money): no job is written then.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn start_compensation(
+    conn: &mut crate::db::AnyConnection,
+    order_id: i64,
+    from: Option<OrderStatus>,
+    api: &'static str,
+    amount: i64,
+    currency: &str,
+    reason: &str,
+    gateway_call_id: Option<i64>,
+) -> Result<Option<i64>, DbError> {
+    let outcome = match from {
+        Some(expected) => orders::transition(
+            conn,
+            &Transition::new(order_id, expected, OrderEvent::CompensationStarted, reason),
+        )?,
+        None => orders::apply_event(
+            conn,
+            order_id,
+            OrderEvent::CompensationStarted,
+            reason,
+            &OrderPatch::default(),
+        )?,
+    };
+    if !outcome.is_applied() {
+        return Ok(None);
+    }
+    let job = compensations::insert(
+        conn,
+        &NewCompensation {
+            order_id,
+            origin: "saga",
+            reason,
+            api,
+            revise_type_code: (api == "wechat_revise").then_some("40"),
+            amount: amount.max(1),
+            currency,
+            gateway_call_id,
+        },
+    )?;
+    Ok(Some(job))
+}
+
 /// `compensating` (or `needs_attention`) → `cancelled`, the whole amount counted as cancelled.
-fn close_compensated_order(
+pub(super) fn close_compensated_order(
     conn: &mut crate::db::AnyConnection,
     id: i64,
     full: i64,
@@ -424,26 +455,45 @@ impl Checkout {
                         for call in &item.calls {
                             crate::db::gateway_calls::insert_deferred(conn, call)?;
                         }
-                        orders::apply_event(
+                        // The job is recorded whatever the order did meanwhile (the money went
+                        // back); the order moves only if it still can.
+                        let job = match start_compensation(
                             conn,
                             item.order_id,
-                            OrderEvent::CompensationStarted,
+                            None,
+                            item.api,
+                            item.amount,
+                            item.currency,
                             &item.reason,
-                            &OrderPatch::default(),
-                        )?;
-                        let job = compensations::insert(
-                            conn,
-                            &NewCompensation {
-                                order_id: item.order_id,
-                                origin: "saga",
-                                reason: &item.reason,
-                                api: item.api,
-                                revise_type_code: (item.api == "wechat_revise").then_some("40"),
-                                amount: item.amount,
-                                currency: item.currency,
-                                gateway_call_id: None,
-                            },
-                        )?;
+                            None,
+                        )? {
+                            Some(job) => job,
+                            None => {
+                                let status = orders::find_by_id(conn, item.order_id)?
+                                    .ok_or(DbError::NotFound)?
+                                    .status;
+                                orders::add_note(
+                                    conn,
+                                    item.order_id,
+                                    "compensated_in_process",
+                                    &format!("{} (the order was already {status})", item.reason),
+                                )?;
+                                compensations::insert(
+                                    conn,
+                                    &NewCompensation {
+                                        order_id: item.order_id,
+                                        origin: "saga",
+                                        reason: &item.reason,
+                                        api: item.api,
+                                        revise_type_code: (item.api == "wechat_revise")
+                                            .then_some("40"),
+                                        amount: item.amount,
+                                        currency: item.currency,
+                                        gateway_call_id: None,
+                                    },
+                                )?
+                            }
+                        };
                         let attempt = match (&item.error, item.accepted) {
                             (_, true) => AttemptResult::Requested {
                                 cancel_pg_cno: item.cancel_pg_cno.as_deref(),

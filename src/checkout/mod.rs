@@ -5,6 +5,7 @@
 mod approval;
 mod compensate;
 mod place;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -138,7 +138,19 @@ pub fn record_attempt(
     result: &AttemptResult<'_>,
 ) -> Result<(), DbError> {
     let at = now();
+    // A job already confirmed (the cancellation webhook can be faster than the attempt's own
+    // bookkeeping) keeps its state; the attempt is still counted.
     let target = compensations::table.filter(compensations::id.eq(id));
+    if find(conn, id)?.is_some_and(|job| job.status == status::CONFIRMED) {
+        diesel::update(target)
+            .set((
+                compensations::attempts.eq(compensations::attempts + 1),
+                compensations::last_shop_transaction_id.eq(shop_transaction_id),
+                compensations::updated_at.eq(at),
+            ))
+            .execute(conn)?;
+        return Ok(());
+    }
     // The first attempt's date is kept for every retry (spec 06).
     diesel::update(target.filter(compensations::cancel_req_date.is_null()))
         .set(compensations::cancel_req_date.eq(cancel_req_date))
@@ -201,4 +213,21 @@ pub fn mark_confirmed(
         .execute(conn)?;
     }
     Ok(updated == 1)
+}
+
+/// The open job (not confirmed) a cancellation of `cancel_pg_cno` belongs to: the one that
+/// recorded that cancelPgCno, else the oldest open job of the order.
+pub fn open_for_cancel(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    cancel_pg_cno: &str,
+) -> Result<Option<Compensation>, DbError> {
+    let jobs = for_order(conn, order_id)?;
+    let open = |j: &&Compensation| j.status != status::CONFIRMED;
+    Ok(jobs
+        .iter()
+        .filter(open)
+        .find(|j| j.cancel_pg_cno.as_deref() == Some(cancel_pg_cno))
+        .or_else(|| jobs.iter().find(|j| open(j)))
+        .cloned())
 }

@@ -11,6 +11,7 @@ pub mod gateway_calls;
 pub mod orders;
 pub mod products;
 pub mod schema;
+pub mod webhook_deliveries;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

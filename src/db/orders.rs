@@ -514,3 +514,13 @@ pub fn apply_event(
         current: last.unwrap_or(OrderStatus::Created),
     })
 }
+
+pub fn find_by_pg_cno(conn: &mut AnyConnection, pg_cno: &str) -> Result<Option<Order>, DbError> {
+    orders::table
+        .filter(orders::pg_cno.eq(pg_cno))
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(Order::try_from)
+        .transpose()
+}

@@ -5,12 +5,14 @@ pub mod api;
 mod assets;
 pub mod cart;
 pub mod checkout;
+pub mod client_ip;
 pub mod error;
 mod health;
 pub mod metrics;
 pub mod pages;
 pub mod qr;
 mod shop;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -50,6 +52,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/orders/{no}", web::get().to(checkout::order_page))
         .route("/orders/{no}/qr.svg", web::get().to(checkout::qr_svg))
         .route("/orders/{no}/qr.png", web::get().to(checkout::qr_png))
+        .route("/webhooks/kicc/payment", web::post().to(webhooks::receive))
+        .route("/webhooks/kicc/cancel", web::post().to(webhooks::receive))
         .route("/api/products", web::get().to(api::list_products))
         .service(
             web::resource("/api/orders")

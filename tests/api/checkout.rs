@@ -199,6 +199,17 @@ const PAID_TIMELINE: [&str; 5] = [
     "payment_confirmed",
 ];
 
+/// The timeline holds these transitions in this order, each exactly once. Notes (a webhook's
+/// arrival, which may interleave with the returnUrl path) may stand between them.
+fn assert_story(timeline: &[String], transitions: &[&str]) {
+    let only_transitions: Vec<&str> = timeline
+        .iter()
+        .map(String::as_str)
+        .filter(|e| !e.starts_with("webhook_") && !e.starts_with("cancel_notified"))
+        .collect();
+    assert_eq!(only_transitions, transitions, "timeline: {timeline:?}");
+}
+
 /// Decodes a PNG with a real QR decoder.
 fn decode_qr_png(bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
@@ -234,12 +245,13 @@ both_backends! {
         assert_eq!(form.0, format!("{}/checkout/return", app.address));
         assert_eq!(app.submit_return(&form).await, (303, format!("/orders/{no}")));
         assert_eq!(app.order(&no).await["status"], "paid");
-        assert_eq!(app.timeline(&no), PAID_TIMELINE);
+        assert_story(&app.timeline(&no), &PAID_TIMELINE);
         let trade = app.trade(&pg_cno).await;
         assert_eq!((trade["statusCode"].as_str(), trade["approvedAmount"].as_i64()), (Some("TS01"), Some(2483)));
         let receipt = app.get(&format!("/orders/{no}")).await.text().await.unwrap();
         assert!(receipt.contains("your payment is complete") && receipt.contains(&pg_cno) && receipt.contains("Approval number"));
-        assert_eq!(app.api_calls(&no), ["wechat_create", "approval_v2"]);
+        // (A status check may follow: the approval notification's confirmation.)
+        assert_eq!(app.api_calls(&no)[..2], ["wechat_create", "approval_v2"]);
     }
 
     async fn mobile_checkout_form_redirects_and_ends_paid_and_a_double_submit_makes_one_order(test_db) {
@@ -269,7 +281,7 @@ both_backends! {
         app.submit_return(&form).await;
         let order = app.order(&no).await;
         assert_eq!((order["status"].as_str(), order["amount"].as_i64()), (Some("paid"), Some(24000)));
-        assert_eq!(app.timeline(&no), PAID_TIMELINE);
+        assert_story(&app.timeline(&no), &PAID_TIMELINE);
         // The receipt empties the cart that was bought.
         assert!(!app.get("/cart").await.text().await.unwrap().contains("Your cart is empty"));
         assert!(app.get(&format!("/orders/{no}")).await.text().await.unwrap().contains("your payment is complete"));
@@ -287,7 +299,7 @@ both_backends! {
         let form = app.press(&format!("{}{pay_action}", app.address), "pay").await;
         app.submit_return(&form).await;
         assert_eq!(app.order(&no).await["status"], "paid");
-        assert_eq!(app.timeline(&no), PAID_TIMELINE);
+        assert_story(&app.timeline(&no), &PAID_TIMELINE);
         assert_eq!(app.api_calls(&no), ["kiccpay_approve"]);
         assert_eq!(app.trade(&no).await["approvedAmount"].as_i64(), Some(25000));
     }
@@ -323,7 +335,7 @@ both_backends! {
             let order = app.order(&no).await;
             assert_eq!(order["status"], "cancelled", "{scenario}: {}", app.causes(&no));
             assert_eq!(order["cancelledAmount"], order["amount"]);
-            assert_eq!(app.timeline(&no), [&PAID_TIMELINE[..4], &["compensation_started", "compensation_confirmed"]].concat(), "{scenario}");
+            assert_story(&app.timeline(&no), &[&PAID_TIMELINE[..4], &["compensation_started", "compensation_confirmed"]].concat());
             let trade = app.trade(&pg_cno).await;
             assert_eq!((trade["statusCode"].as_str(), trade["remainingAmount"].as_i64()), (Some("TS02"), Some(0)), "{scenario}");
             assert_eq!(app.compensation_states(&no), [("wechat_revise".to_owned(), "confirmed".to_owned())]);
@@ -358,7 +370,10 @@ both_backends! {
     }
 
     async fn an_approval_timeout_is_checked_then_cancelled(test_db) {
-        let app = app_with(test_db, &[("KICC_TIMEOUT_SECS", "1")]).await;
+        // The sandbox approves at once and notifies: with the notification accepted, the order
+        // would be confirmed paid by the status check (also a right ending). Refusing
+        // notifications here isolates the returnUrl path's rule (spec 02).
+        let app = app_with(test_db, &[("KICC_TIMEOUT_SECS", "1"), ("WEBHOOK_ALLOWED_IPS", "203.233.72.66")]).await;
         let created = app.api_order("wechat", "pc", "KRW").await;
         let (no, pg_cno) = (created["shopOrderNo"].as_str().unwrap().to_owned(), created["pgCno"].as_str().unwrap().to_owned());
         app.scenario(&no, "approval_late", 2500).await;
@@ -412,7 +427,8 @@ both_backends! {
         app.post_form("/checkout/return", &[("resCd", "0000"), ("shopOrderNo", &c_no), ("authorizationId", &auth)]).await;
         assert_ne!(app.order(&c_no).await["status"], "paid");
         app.submit_return(&b_form).await;
-        assert_eq!(app.api_calls(&b_no), ["wechat_create", "approval_v2"], "a replay sends no second approval");
+        let approvals = app.api_calls(&b_no).iter().filter(|api| *api == "approval_v2").count();
+        assert_eq!(approvals, 1, "a replay sends no second approval");
         // A "cancelled" return after payment changes nothing.
         app.post_form("/checkout/return", &[("resCd", "W002"), ("shopOrderNo", &b_no)]).await;
         assert_eq!(app.order(&b_no).await["status"], "paid");
@@ -585,7 +601,10 @@ async fn an_unreachable_database_after_approval_cancels_in_process_and_records_l
                 .as_str()
                 .unwrap()
                 .to_owned();
-            if status == "cancelled" {
+            // The approval notification may have confirmed the order paid before the database
+            // went away; the cancellation notification then closes it too. Either way it ends
+            // cancelled, and the in-process cancel is written once the recorder runs.
+            if status == "cancelled" && app.causes(&no).contains("cancelled in-process") {
                 break;
             }
         }

@@ -1,0 +1,714 @@
+//! KICC's two notifications (spec 04 approval, spec 05 cancellation) applied to the same orders,
+//! compensations and timeline as the returnUrl path (DESIGN §3, §4).
+//!
+//! Every delivery is stored first (source, headers, body), then processed in one write
+//! transaction that also records the ack; nothing outbound sits between receipt and ack
+//! (spec 04/05: answer within 10 s) — the status check confirming an approval and any
+//! compensating cancel run after the ack ([`FollowUp`]). A notification already applied is acked
+//! `0000` without a second effect: at most one delivery per pgCno / cancelPgCno is ever
+//! `applied` (a unique index), across threads and instances.
+
+use super::Checkout;
+use super::compensate::{CancelPlan, close_compensated_order, start_compensation};
+use crate::db::compensations;
+use crate::db::orders::{self, OrderPatch, Transition, TransitionOutcome};
+use crate::db::webhook_deliveries::{self, NewDelivery};
+use crate::db::{AnyConnection, DbError, now, write_transaction};
+use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
+use crate::kicc::webhook::{
+    CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
+};
+use crate::kicc::{Outcome, TradeStatus};
+
+/// Largest body accepted (spec bodies are a few hundred bytes).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Our ack codes besides `0000` (KICC resends on any of them).
+pub mod codes {
+    pub const OK: &str = "0000";
+    /// Spec 04/05's example of a failed internal process.
+    pub const DB_ERROR: &str = "5001";
+    pub const MALFORMED: &str = "9001";
+    pub const UNSUPPORTED_MEDIA_TYPE: &str = "9002";
+    pub const TOO_LARGE: &str = "9003";
+    pub const FORBIDDEN: &str = "9403";
+}
+
+/// A delivery as the handler received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub route: &'static str,
+    pub source_ip: String,
+    /// Whether the source IP is allowed (`WEBHOOK_ALLOWED_IPS`, after `TRUSTED_PROXIES`).
+    pub allowed: bool,
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub json_content_type: bool,
+    /// The body was longer than [`MAX_BODY`] (and `body` holds its beginning).
+    pub too_large: bool,
+}
+
+/// What to answer: HTTP status and a KICC-shaped body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub http_status: u16,
+    pub res_cd: String,
+    pub body: String,
+}
+
+impl Ack {
+    fn new(http_status: u16, res_cd: &str, res_msg: &str, pg_cno: &str) -> Self {
+        Self {
+            http_status,
+            res_cd: res_cd.to_owned(),
+            body: ack_body(res_cd, res_msg, pg_cno),
+        }
+    }
+}
+
+/// Work that follows the ack.
+#[derive(Debug, Clone)]
+pub enum FollowUp {
+    None,
+    /// Confirm a notified approval with the status check, then mark the order paid.
+    ConfirmPayment {
+        order_id: i64,
+    },
+    /// Make the first attempt of a compensating cancel.
+    Compensate {
+        order_id: i64,
+        job: i64,
+        plan: CancelPlan,
+    },
+}
+
+/// How processing ended inside the transaction.
+struct Processed {
+    outcome: &'static str,
+    order_id: Option<i64>,
+    follow_up: FollowUp,
+}
+
+enum Failure {
+    Duplicate,
+    Db(DbError),
+}
+
+impl From<DbError> for Failure {
+    fn from(e: DbError) -> Self {
+        if e.is_unique_violation() {
+            Failure::Duplicate
+        } else {
+            Failure::Db(e)
+        }
+    }
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(e: diesel::result::Error) -> Self {
+        DbError::from(e).into()
+    }
+}
+
+impl Checkout {
+    /// Stores, checks, applies and acks one delivery; returns the ack and what to do after it.
+    pub async fn receive_notification(&self, delivery: Delivery) -> (Ack, FollowUp) {
+        let parsed = if delivery.too_large || !delivery.json_content_type {
+            None
+        } else {
+            Some(parse_notification(&delivery.body))
+        };
+        let notification = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
+        let body_text = String::from_utf8_lossy(&delivery.body).into_owned();
+        let (kind, dedupe, pg_cno, shop_order_no) = match &notification {
+            Some(n @ Notification::Payment(p)) => (
+                n.kind(),
+                Some(n.dedupe_key().to_owned()),
+                Some(p.pg_cno.clone()),
+                p.shop_order_no.clone(),
+            ),
+            Some(n @ Notification::Cancel(c)) => (
+                n.kind(),
+                Some(n.dedupe_key().to_owned()),
+                c.pg_cno.clone(),
+                c.shop_order_no.clone(),
+            ),
+            None => ("unknown", None, None, None),
+        };
+        let echo = notification
+            .as_ref()
+            .map(|n| n.pg_cno().to_owned())
+            .unwrap_or_default();
+
+        // 1. Stored first. If even that fails, KICC must resend (spec 04: non-0000).
+        let stored = {
+            let d = delivery.clone();
+            let (dedupe, pg_cno, shop_order_no) =
+                (dedupe.clone(), pg_cno.clone(), shop_order_no.clone());
+            self.db
+                .run(move |conn| {
+                    webhook_deliveries::insert(
+                        conn,
+                        &NewDelivery {
+                            kind,
+                            route: d.route,
+                            source_ip: &d.source_ip,
+                            headers: &d.headers,
+                            body: &body_text,
+                            dedupe_key: dedupe.as_deref(),
+                            pg_cno: pg_cno.as_deref(),
+                            shop_order_no: shop_order_no.as_deref(),
+                        },
+                    )
+                })
+                .await
+        };
+        let id = match stored {
+            Ok(id) => id,
+            Err(e) => {
+                log::error!("webhook from {} not stored: {e}", delivery.source_ip);
+                return (
+                    Ack::new(200, codes::DB_ERROR, "Internal DB Error", &echo),
+                    FollowUp::None,
+                );
+            }
+        };
+
+        // 2. Refusals: recorded, nothing else changes.
+        let refusal = if !delivery.allowed {
+            Some(Ack::new(
+                403,
+                codes::FORBIDDEN,
+                &format!("source {} is not allowed", delivery.source_ip),
+                &echo,
+            ))
+        } else if delivery.too_large {
+            Some(Ack::new(
+                413,
+                codes::TOO_LARGE,
+                &format!("body larger than {MAX_BODY} bytes"),
+                &echo,
+            ))
+        } else if !delivery.json_content_type {
+            Some(Ack::new(
+                415,
+                codes::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+                &echo,
+            ))
+        } else if let Some(Err(e)) = &parsed {
+            Some(Ack::new(200, codes::MALFORMED, &e.to_string(), &echo))
+        } else {
+            None
+        };
+        if let Some(ack) = refusal {
+            let outcome = if delivery.allowed {
+                "rejected"
+            } else {
+                "refused"
+            };
+            let (res_cd, body) = (ack.res_cd.clone(), ack.body.clone());
+            let _ = self
+                .db
+                .run(move |conn| {
+                    webhook_deliveries::finish(conn, id, outcome, None, &res_cd, &body)
+                })
+                .await;
+            return (ack, FollowUp::None);
+        }
+        let notification = notification.expect("parsed when not refused");
+
+        // 3. Applied, with its ack, in one transaction.
+        let ok = Ack::new(200, codes::OK, "Success", &echo);
+        let (ack_cd, ack_text) = (ok.res_cd.clone(), ok.body.clone());
+        let n = notification.clone();
+        let result = self
+            .db
+            .run(move |conn| {
+                let processed: Result<Processed, Failure> = write_transaction(conn, |conn| {
+                    let processed = apply(conn, id, &n)?;
+                    webhook_deliveries::finish(
+                        conn,
+                        id,
+                        processed.outcome,
+                        processed.order_id,
+                        &ack_cd,
+                        &ack_text,
+                    )?;
+                    Ok(processed)
+                });
+                Ok(match processed {
+                    Err(Failure::Duplicate) => {
+                        // Applied by another delivery of the same key: acked, no second effect.
+                        webhook_deliveries::finish(
+                            conn,
+                            id,
+                            "duplicate",
+                            None,
+                            &ack_cd,
+                            &ack_text,
+                        )?;
+                        Ok(Processed {
+                            outcome: "duplicate",
+                            order_id: None,
+                            follow_up: FollowUp::None,
+                        })
+                    }
+                    Err(Failure::Db(e)) => Err(e),
+                    Ok(p) => Ok(p),
+                })
+            })
+            .await;
+        match result {
+            Ok(Ok(processed)) => {
+                log::info!(
+                    "webhook {kind} {} from {}: {}",
+                    notification.dedupe_key(),
+                    delivery.source_ip,
+                    processed.outcome
+                );
+                (ok, processed.follow_up)
+            }
+            Ok(Err(e)) | Err(e) => {
+                log::error!(
+                    "webhook {kind} {}: the update failed: {e}",
+                    notification.dedupe_key()
+                );
+                let ack = Ack::new(200, codes::DB_ERROR, "Internal DB Error", &echo);
+                let (res_cd, body) = (ack.res_cd.clone(), ack.body.clone());
+                let _ = self
+                    .db
+                    .run(move |conn| {
+                        webhook_deliveries::finish(conn, id, "failed", None, &res_cd, &body)
+                    })
+                    .await;
+                // Spec 04: an approval notified but not written must be cancelled.
+                let follow_up = match &notification {
+                    Notification::Payment(p) if p.res_cd == "0000" => {
+                        self.cancel_unwritten_approval(p, &e).await
+                    }
+                    _ => FollowUp::None,
+                };
+                (ack, follow_up)
+            }
+        }
+    }
+
+    /// Spec 04 "DB Failure": the notification's order update failed, so the payment is cancelled
+    /// — through a job when the database takes one, in-process when it does not.
+    async fn cancel_unwritten_approval(
+        &self,
+        p: &PaymentNotification,
+        error: &DbError,
+    ) -> FollowUp {
+        let Some(no) = p
+            .shop_order_no
+            .as_deref()
+            .and_then(|n| ShopOrderNo::parse(n).ok())
+        else {
+            return FollowUp::None;
+        };
+        let Ok(Some(order)) = self
+            .db
+            .run(move |conn| orders::find_by_shop_order_no(conn, &no))
+            .await
+        else {
+            // Not even readable: cancel by the notification's own pgCno, in-process.
+            log::error!(
+                "webhook {}: order unreadable after a failed update ({error}); nothing to cancel against",
+                p.pg_cno
+            );
+            return FollowUp::None;
+        };
+        let reason =
+            format!("the approval notification could not be written ({error}): cancel (spec 04)");
+        let plan = CancelPlan::WechatRevise {
+            pg_cno: p.pg_cno.clone(),
+            amount: p.amount.unwrap_or(order.amount.minor()),
+        };
+        let (id, api, amount, currency, cause) = (
+            order.id,
+            plan.api(),
+            p.amount.unwrap_or(order.amount.minor()),
+            order.amount.currency().code(),
+            reason.clone(),
+        );
+        let started = self
+            .db
+            .run(move |conn| {
+                write_transaction(conn, |conn| {
+                    start_compensation(conn, id, None, api, amount, currency, &cause, None)
+                })
+            })
+            .await;
+        match started {
+            Ok(Some(job)) => FollowUp::Compensate {
+                order_id: order.id,
+                job,
+                plan,
+            },
+            Ok(None) => FollowUp::None,
+            Err(_) => {
+                self.cancel_in_process(&order, &plan, &reason).await;
+                FollowUp::None
+            }
+        }
+    }
+
+    /// Runs what follows an ack: the status check of a notified approval, or a compensation's
+    /// first attempt. (What does not finish here, the reconciler finishes.)
+    pub async fn follow_up(&self, follow_up: FollowUp) {
+        match follow_up {
+            FollowUp::None => {}
+            FollowUp::ConfirmPayment { order_id } => {
+                if let Err(e) = self.confirm_notified_payment(order_id).await {
+                    log::warn!("order {order_id}: notified approval not confirmed yet: {e}");
+                }
+            }
+            FollowUp::Compensate {
+                order_id,
+                job,
+                plan,
+            } => {
+                let order = self
+                    .db
+                    .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
+                    .await;
+                match order {
+                    Ok(order) => {
+                        if let Err(e) = self.attempt_compensation(&order, job, &plan).await {
+                            log::warn!("order {order_id}: compensation attempt failed: {e}");
+                        }
+                    }
+                    Err(e) => log::warn!("order {order_id}: compensation not attempted: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Spec 04: confirm a notified approval with `/api/trades/wechatpay/find` and mark the
+    /// order paid (amounts compared again; a difference is cancelled).
+    pub async fn confirm_notified_payment(&self, order_id: i64) -> Result<Order, DbError> {
+        let order = self
+            .db
+            .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
+            .await?;
+        let waiting = matches!(
+            order.status,
+            OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
+        );
+        let (true, Some(pg_cno)) = (waiting, order.pg_cno.clone()) else {
+            return Ok(order);
+        };
+        let call = self
+            .kicc
+            .wechat_find(Some(order.id), &pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let Outcome::Accepted(status) = call.outcome else {
+            return Ok(order);
+        };
+        if status.status != TradeStatus::Approved {
+            return Ok(order);
+        }
+        let amount = status.amount.unwrap_or_default();
+        let same_currency = status
+            .currency
+            .as_deref()
+            .is_none_or(|c| c == order.amount.currency().code());
+        if amount != order.amount.minor() || !same_currency {
+            let reason = format!(
+                "the status check found {amount} approved for an order of {}: cancel (spec 04)",
+                order.amount
+            );
+            return self
+                .compensate(
+                    &order,
+                    order.status,
+                    CancelPlan::WechatRevise { pg_cno, amount },
+                    reason,
+                    call.call_id,
+                )
+                .await;
+        }
+        let patch = OrderPatch {
+            kicc_status_code: Some("TS01".into()),
+            approval_date: status.approval_date.clone(),
+            paid_at: Some(now()),
+            ..Default::default()
+        };
+        let cause = format!(
+            "approval notification confirmed by the status check (pgCno {pg_cno}, amount {amount})"
+        );
+        self.transition(
+            &order,
+            order.status,
+            OrderEvent::PaymentConfirmed,
+            cause,
+            patch,
+        )
+        .await
+    }
+}
+
+/// Applies a notification inside the caller's transaction. A duplicate surfaces as
+/// `Failure::Duplicate` (the unique index, or the check before it).
+fn apply(
+    conn: &mut AnyConnection,
+    id: i64,
+    notification: &Notification,
+) -> Result<Processed, Failure> {
+    let kind = notification.kind();
+    let key = notification.dedupe_key();
+    if webhook_deliveries::already_applied(conn, kind, key)? {
+        return Err(Failure::Duplicate);
+    }
+    match notification {
+        Notification::Payment(p) => apply_payment(conn, id, p),
+        Notification::Cancel(c) => apply_cancel(conn, id, c),
+    }
+}
+
+fn unmatched() -> Result<Processed, Failure> {
+    Ok(Processed {
+        outcome: "unmatched",
+        order_id: None,
+        follow_up: FollowUp::None,
+    })
+}
+
+fn note(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    event: &str,
+    cause: String,
+) -> Result<(), Failure> {
+    orders::add_note(conn, order_id, event, &cause)?;
+    Ok(())
+}
+
+fn apply_payment(
+    conn: &mut AnyConnection,
+    id: i64,
+    p: &PaymentNotification,
+) -> Result<Processed, Failure> {
+    // Spec 04: find the order by shopOrderNo and pgCno.
+    let by_number = match p.shop_order_no.as_deref().map(ShopOrderNo::parse) {
+        Some(Ok(no)) => orders::find_by_shop_order_no(conn, &no)?,
+        _ => None,
+    };
+    let Some(order) = by_number.filter(|o| o.pay_method == PayMethod::Wechat) else {
+        return unmatched();
+    };
+    if order
+        .pg_cno
+        .as_deref()
+        .is_some_and(|known| known != p.pg_cno)
+    {
+        note(
+            conn,
+            order.id,
+            "webhook_unmatched",
+            format!(
+                "approval notification for pgCno {} does not match the order's pgCno",
+                p.pg_cno
+            ),
+        )?;
+        return unmatched();
+    }
+    webhook_deliveries::mark_applied(conn, id)?;
+    let done = |outcome, follow_up| {
+        Ok(Processed {
+            outcome,
+            order_id: Some(order.id),
+            follow_up,
+        })
+    };
+    if p.res_cd != "0000" {
+        let cause = format!("approval notification: resCd {} — {}", p.res_cd, p.res_msg);
+        if matches!(
+            order.status,
+            OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
+        ) {
+            orders::transition(
+                conn,
+                &Transition::new(order.id, order.status, OrderEvent::PaymentFailed, cause),
+            )?;
+        } else {
+            note(
+                conn,
+                order.id,
+                "webhook_failure_ignored",
+                format!("{cause} (order is {})", order.status),
+            )?;
+        }
+        return done("applied", FollowUp::None);
+    }
+    let amount_ok = p.amount == Some(order.amount.minor());
+    let currency_ok = p
+        .currency
+        .as_deref()
+        .is_none_or(|c| c == order.amount.currency().code());
+    if !amount_ok || !currency_ok {
+        // Spec 04 "Integrity Check": cancel immediately (the cancel itself runs after the ack).
+        let reason = format!(
+            "approval notification says {} {} for an order of {}: cancel (spec 04)",
+            p.amount
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "no amount".into()),
+            p.currency.clone().unwrap_or_default(),
+            order.amount
+        );
+        let amount = p.amount.unwrap_or(order.amount.minor());
+        let job = if order.status.may_hold_money() {
+            start_compensation(
+                conn,
+                order.id,
+                None,
+                "wechat_revise",
+                amount,
+                order.amount.currency().code(),
+                &reason,
+                None,
+            )?
+        } else {
+            None
+        };
+        let Some(job) = job else {
+            note(
+                conn,
+                order.id,
+                "webhook_mismatch",
+                format!("{reason}; the order is already {}", order.status),
+            )?;
+            return done("applied", FollowUp::None);
+        };
+        let plan = CancelPlan::WechatRevise {
+            pg_cno: p.pg_cno.clone(),
+            amount,
+        };
+        return done(
+            "applied",
+            FollowUp::Compensate {
+                order_id: order.id,
+                job,
+                plan,
+            },
+        );
+    }
+    match order.status {
+        OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving => {
+            note(
+                conn,
+                order.id,
+                "webhook_approval",
+                format!(
+                    "approval notification (pgCno {}, amount {}): confirming with the status check",
+                    p.pg_cno, order.amount
+                ),
+            )?;
+            done("accepted", FollowUp::ConfirmPayment { order_id: order.id })
+        }
+        status => {
+            note(
+                conn,
+                order.id,
+                "webhook_approval",
+                format!(
+                    "approval notification (pgCno {}); the order is already {status}",
+                    p.pg_cno
+                ),
+            )?;
+            done("applied", FollowUp::None)
+        }
+    }
+}
+
+fn apply_cancel(
+    conn: &mut AnyConnection,
+    id: i64,
+    c: &CancelNotification,
+) -> Result<Processed, Failure> {
+    let by_pg_cno = match c.pg_cno.as_deref() {
+        Some(pg_cno) => orders::find_by_pg_cno(conn, pg_cno)?,
+        None => None,
+    };
+    let order = match by_pg_cno {
+        Some(order) => Some(order),
+        None => match c.shop_order_no.as_deref().map(ShopOrderNo::parse) {
+            Some(Ok(no)) => orders::find_by_shop_order_no(conn, &no)?,
+            _ => None,
+        },
+    };
+    let Some(order) = order else {
+        return unmatched();
+    };
+    webhook_deliveries::mark_applied(conn, id)?;
+    let done = || {
+        Ok(Processed {
+            outcome: "applied",
+            order_id: Some(order.id),
+            follow_up: FollowUp::None,
+        })
+    };
+    if c.res_cd != "0000" {
+        note(
+            conn,
+            order.id,
+            "cancel_failed",
+            format!(
+                "cancellation notification {}: resCd {} — {}",
+                c.cancel_pg_cno, c.res_cd, c.res_msg
+            ),
+        )?;
+        return done();
+    }
+    let amount = c.amount.unwrap_or(order.remaining().minor()).max(0);
+    let cause = format!(
+        "cancellation notification {}: {} cancelled on {}",
+        c.cancel_pg_cno,
+        amount,
+        c.cancel_date.clone().unwrap_or_default()
+    );
+    let job = compensations::open_for_cancel(conn, order.id, &c.cancel_pg_cno)?;
+    match order.status {
+        OrderStatus::Compensating | OrderStatus::NeedsAttention => {
+            if let Some(job) = &job {
+                compensations::mark_confirmed(conn, job.id, Some(&c.cancel_pg_cno))?;
+            }
+            close_compensated_order(conn, order.id, order.amount.minor(), &cause)?;
+        }
+        OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested => {
+            // Partial cancels accumulate; the whole amount cancelled closes the order.
+            let before = order.cancelled.minor();
+            let after = (before + amount).min(order.amount.minor());
+            let fully = after >= order.amount.minor();
+            let t = Transition::new(
+                order.id,
+                order.status,
+                OrderEvent::CancelSettled { fully },
+                cause,
+            )
+            .with_cancelled_amount(before, after);
+            match orders::transition(conn, &t)? {
+                TransitionOutcome::Applied { .. } => {}
+                // Moved under us: fail, so KICC resends and the next try reads the new state.
+                other => {
+                    return Err(Failure::Db(DbError::Corrupt(format!(
+                        "order moved while applying a cancel: {other:?}"
+                    ))));
+                }
+            }
+            if let Some(job) = &job {
+                compensations::mark_confirmed(conn, job.id, Some(&c.cancel_pg_cno))?;
+            }
+        }
+        status => note(
+            conn,
+            order.id,
+            "cancel_notified",
+            format!("{cause}; the order is already {status}"),
+        )?,
+    }
+    done()
+}

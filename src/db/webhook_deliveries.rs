@@ -1,0 +1,160 @@
+//! `webhook_deliveries`: every notification KICC (or anyone) delivers, stored before it is
+//! processed, with its source, body and the ack we gave. At most one delivery per dedupe key
+//! (pgCno for approvals, cancelPgCno for cancellations, spec 06) is ever `applied`: a unique
+//! partial index makes that true across threads and instances.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::webhook_deliveries;
+use super::{AnyConnection, DbError, now};
+
+#[derive(Insertable)]
+#[diesel(table_name = webhook_deliveries)]
+struct NewRow<'a> {
+    kind: &'a str,
+    route: &'a str,
+    source_ip: &'a str,
+    headers: &'a str,
+    body: &'a str,
+    received_at: NaiveDateTime,
+    dedupe_key: Option<&'a str>,
+    pg_cno: Option<&'a str>,
+    shop_order_no: Option<&'a str>,
+    applied: bool,
+}
+
+/// A delivery as received.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    /// `payment`, `cancel` or `unknown` (not parsed).
+    pub kind: &'a str,
+    pub route: &'a str,
+    pub source_ip: &'a str,
+    /// The request headers as JSON (no cookies or authorization).
+    pub headers: &'a str,
+    pub body: &'a str,
+    pub dedupe_key: Option<&'a str>,
+    pub pg_cno: Option<&'a str>,
+    pub shop_order_no: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = webhook_deliveries)]
+pub struct Delivery {
+    pub id: i64,
+    pub kind: String,
+    pub route: String,
+    pub source_ip: String,
+    pub headers: String,
+    pub body: String,
+    pub received_at: NaiveDateTime,
+    pub dedupe_key: Option<String>,
+    pub pg_cno: Option<String>,
+    pub shop_order_no: Option<String>,
+    pub order_id: Option<i64>,
+    pub outcome: Option<String>,
+    pub applied: bool,
+    pub ack_res_cd: Option<String>,
+    pub ack_body: Option<String>,
+    pub acked_at: Option<NaiveDateTime>,
+}
+
+pub fn insert(conn: &mut AnyConnection, new: &NewDelivery<'_>) -> Result<i64, DbError> {
+    Ok(diesel::insert_into(webhook_deliveries::table)
+        .values(NewRow {
+            kind: new.kind,
+            route: new.route,
+            source_ip: new.source_ip,
+            headers: new.headers,
+            body: new.body,
+            received_at: now(),
+            dedupe_key: new.dedupe_key,
+            pg_cno: new.pg_cno,
+            shop_order_no: new.shop_order_no,
+            applied: false,
+        })
+        .returning(webhook_deliveries::id)
+        .get_result(conn)?)
+}
+
+/// Whether a delivery with this key was already applied.
+pub fn already_applied(
+    conn: &mut AnyConnection,
+    kind: &str,
+    dedupe_key: &str,
+) -> Result<bool, DbError> {
+    let found: Option<i64> = webhook_deliveries::table
+        .filter(webhook_deliveries::kind.eq(kind))
+        .filter(webhook_deliveries::dedupe_key.eq(dedupe_key))
+        .filter(webhook_deliveries::applied.eq(true))
+        .select(webhook_deliveries::id)
+        .first(conn)
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Claims the delivery's effect: fails with a unique violation when another delivery of the
+/// same key was applied first (also one committing concurrently).
+pub fn mark_applied(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
+    diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
+        .set(webhook_deliveries::applied.eq(true))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records how a delivery was handled and what we answered.
+pub fn finish(
+    conn: &mut AnyConnection,
+    id: i64,
+    outcome: &str,
+    order_id: Option<i64>,
+    ack_res_cd: &str,
+    ack_body: &str,
+) -> Result<(), DbError> {
+    diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
+        .set((
+            webhook_deliveries::outcome.eq(outcome),
+            webhook_deliveries::order_id.eq(order_id),
+            webhook_deliveries::ack_res_cd.eq(ack_res_cd),
+            webhook_deliveries::ack_body.eq(ack_body),
+            webhook_deliveries::acked_at.eq(now()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<Delivery>, DbError> {
+    Ok(webhook_deliveries::table
+        .filter(webhook_deliveries::id.eq(id))
+        .select(Delivery::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Every delivery, oldest first (tests and small audits).
+pub fn all(conn: &mut AnyConnection) -> Result<Vec<Delivery>, DbError> {
+    Ok(webhook_deliveries::table
+        .order(webhook_deliveries::id.asc())
+        .select(Delivery::as_select())
+        .load(conn)?)
+}
+
+/// Deliveries of one order, oldest first (the order timeline).
+pub fn for_order(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<Delivery>, DbError> {
+    Ok(webhook_deliveries::table
+        .filter(webhook_deliveries::order_id.eq(order_id))
+        .order(webhook_deliveries::id.asc())
+        .select(Delivery::as_select())
+        .load(conn)?)
+}
+
+/// Deliveries that matched no order, newest first (the dashboard's unmatched list).
+pub fn unmatched(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Delivery>, DbError> {
+    Ok(webhook_deliveries::table
+        .filter(webhook_deliveries::outcome.eq("unmatched"))
+        .order(webhook_deliveries::id.desc())
+        .limit(limit)
+        .select(Delivery::as_select())
+        .load(conn)?)
+}

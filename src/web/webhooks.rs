@@ -1,0 +1,94 @@
+//! `POST /webhooks/kicc/payment` and `POST /webhooks/kicc/cancel`: both accept either
+//! notification (told apart by their fields), so a merchant may register one notifyUrl or two.
+//! Thin: read the body (capped), find the source, hand it to `Checkout`, send the ack, then run
+//! the follow-up (never before the ack: spec 04/05 ask for an answer within 10 s).
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+
+use super::AppState;
+use super::client_ip::{client_ip, is_allowed};
+use crate::checkout::webhooks::{Delivery, FollowUp, MAX_BODY};
+
+/// Headers kept with a delivery (never cookies or credentials).
+fn headers_json(req: &HttpRequest) -> String {
+    let kept: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "cookie" | "authorization" | "proxy-authorization"
+            )
+        })
+        .map(|(name, value)| {
+            (
+                name.to_string(),
+                serde_json::Value::String(value.to_str().unwrap_or("<binary>").to_owned()),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(kept).to_string()
+}
+
+pub async fn receive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    mut payload: web::Payload,
+) -> HttpResponse {
+    let route = if req.path().ends_with("/cancel") {
+        "/webhooks/kicc/cancel"
+    } else {
+        "/webhooks/kicc/payment"
+    };
+    let mut body = Vec::new();
+    let mut too_large = false;
+    while let Some(chunk) = payload.next().await {
+        let Ok(chunk) = chunk else { break };
+        if body.len() + chunk.len() > MAX_BODY {
+            body.extend_from_slice(&chunk[..MAX_BODY - body.len()]);
+            too_large = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let source = client_ip(peer, forwarded, &state.config.trusted_proxies);
+    let json_content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
+    let delivery = Delivery {
+        route,
+        source_ip: source.to_string(),
+        allowed: is_allowed(source, &state.config.webhook_allowed_ips),
+        headers: headers_json(&req),
+        body,
+        json_content_type,
+        too_large,
+    };
+    let (ack, follow_up) = state.checkout.receive_notification(delivery).await;
+    if !matches!(follow_up, FollowUp::None) {
+        let checkout = state.checkout.clone();
+        actix_web::rt::spawn(async move { checkout.follow_up(follow_up).await });
+    }
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(ack.http_status)
+            .unwrap_or(actix_web::http::StatusCode::OK),
+    )
+    .content_type("application/json; charset=utf-8")
+    .body(ack.body)
+}
