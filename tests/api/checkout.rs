@@ -547,7 +547,7 @@ async fn an_unreachable_database_after_approval_cancels_in_process_and_records_l
     let Some(test_db) = TestDb::postgres() else {
         return;
     };
-    let name = test_db.url.rsplit('/').next().unwrap().to_owned();
+    let name = test_db.postgres_name().unwrap().to_owned();
     let app = app_with(test_db, &[("KICC_TIMEOUT_SECS", "10")]).await;
     let created = app.api_order("wechat", "pc", "KRW").await;
     let (no, pg_cno) = (

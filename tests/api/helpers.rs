@@ -113,6 +113,12 @@ impl TestDb {
             .expect("create database");
         let mut url = url::Url::parse(&postgres_admin_url()).expect("TEST_POSTGRES_URL is a URL");
         url.set_path(&name);
+        // Loopback needs no TLS, and libpq's OpenSSL teardown at process exit can crash a test
+        // process whose background threads still hold TLS connections (seen: SIGSEGV after a
+        // passing test). Plain connections unless the URL asks otherwise.
+        if !url.query_pairs().any(|(k, _)| k == "sslmode") {
+            url.query_pairs_mut().append_pair("sslmode", "disable");
+        }
         Some(Self {
             url: url.to_string(),
             _dir: None,
@@ -122,6 +128,11 @@ impl TestDb {
 
     pub fn database_url(&self) -> DatabaseUrl {
         DatabaseUrl::parse(&self.url).expect("test URL parses")
+    }
+
+    /// The PostgreSQL database's name (`None` on SQLite).
+    pub fn postgres_name(&self) -> Option<&str> {
+        self.postgres_name.as_deref()
     }
 
     pub fn is_postgres(&self) -> bool {

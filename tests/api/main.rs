@@ -14,3 +14,4 @@ mod migrations;
 mod sandbox;
 mod serving;
 mod state_machine;
+mod webhooks;

@@ -52,7 +52,7 @@ async fn healthz_answers_503_when_postgres_is_gone() {
     let Some(test_db) = crate::helpers::TestDb::postgres() else {
         return;
     };
-    let name = test_db.url.rsplit('/').next().unwrap().to_owned();
+    let name = test_db.postgres_name().unwrap().to_owned();
     let app = TestApp::spawn(test_db).await;
     assert_eq!(app.get("/healthz").await.status(), 200);
     let mut admin = <diesel::PgConnection as diesel::Connection>::establish(

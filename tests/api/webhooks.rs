@@ -1,0 +1,423 @@
+//! KICC's notifications (spec 04, 05) over real HTTP, on both databases: processed into the same
+//! orders as the returnUrl, deduplicated under storms, refused from strangers, and never lost
+//! when the database fails.
+
+use std::time::Duration;
+
+use diesel::RunQueryDsl;
+use kicc_checkout::db::webhook_deliveries;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb};
+
+/// KICC's development source IP (spec 04/05).
+const KICC_IP: &str = "61.33.205.151";
+
+/// The app behind a trusted proxy (loopback) that admits only KICC's address: the test's own
+/// deliveries carry `X-Forwarded-For: KICC_IP`; the sandbox's own (no header) are refused, so the
+/// test decides exactly what arrives.
+async fn app(test_db: TestDb) -> TestApp {
+    TestApp::spawn_with(
+        test_db,
+        &[
+            ("SANDBOX_AUTO_APPROVE_MS", "0"),
+            ("SANDBOX_WEBHOOK_BACKOFF_MS", "1"),
+            ("WEBHOOK_ALLOWED_IPS", KICC_IP),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await
+}
+
+/// Spec 04's body (its field table; spec 04 prints no example) with a real order's values.
+fn approval_body(no: &str, pg_cno: &str, amount: i64, currency: &str) -> Value {
+    let mut body: Value = serde_json::from_str(include_str!(
+        "../fixtures/spec/04-notification-from-table.json"
+    ))
+    .unwrap();
+    body["shopOrderNo"] = json!(no);
+    body["pgCno"] = json!(pg_cno);
+    body["amountInfo"] = json!({"currency": currency, "amount": amount});
+    body
+}
+
+/// Spec 05's body with a real order's values (amount as a string, as KICC's examples do).
+fn cancel_body(no: &str, pg_cno: &str, cancel_pg_cno: &str, amount: i64) -> Value {
+    let mut body: Value = serde_json::from_str(include_str!(
+        "../fixtures/spec/05-notification-from-table.json"
+    ))
+    .unwrap();
+    body["shopOrderNo"] = json!(no);
+    body["pgCno"] = json!(pg_cno);
+    body["cancelPgCno"] = json!(cancel_pg_cno);
+    body["amountInfo"] = json!({"currency": "KRW", "amount": amount.to_string()});
+    body
+}
+
+impl TestApp {
+    async fn notify(&self, route: &str, body: &Value, forwarded_for: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{route}", self.address))
+            .json(body);
+        if let Some(ip) = forwarded_for {
+            request = request.header("X-Forwarded-For", ip);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// A ₩25,000 WeChat order; with `approved`, KICC has approved it (the shopper paid and the
+    /// sandbox approved at once), so a status check finds it.
+    async fn wechat_order(&self, approved: bool) -> (String, String) {
+        let created: Value = self
+            .client
+            .post(format!("{}/api/orders", self.address))
+            .json(&json!({"items": [{"sku": "CANVAS-TOTE", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                          "customer": {"name": "Ann", "email": "ann@example.com", "phone": "01012345678", "address": "Seoul"}}))
+            .send().await.unwrap().json().await.unwrap();
+        let no = created["shopOrderNo"].as_str().unwrap().to_owned();
+        let pg_cno = created["pgCno"].as_str().unwrap().to_owned();
+        if approved {
+            self.client
+                .post(format!("{}/sandbox/control/scenario", self.address))
+                .json(&json!({"shopOrderNo": no, "scenario": "return_lost"}))
+                .send()
+                .await
+                .unwrap();
+            self.client
+                .post(format!("{}/sandbox/wechat/pay/{pg_cno}", self.address))
+                .form(&[("action", "pay")])
+                .send()
+                .await
+                .unwrap();
+        }
+        (no, pg_cno)
+    }
+
+    async fn status_of(&self, no: &str) -> Value {
+        self.get(&format!("/api/orders/{no}"))
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the order has `status` (follow-ups run after the ack).
+    async fn until_status(&self, no: &str, status: &str) -> Value {
+        for _ in 0..100 {
+            let order = self.status_of(no).await;
+            if order["status"] == status {
+                return order;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "order {no} never became {status}: {}",
+            self.status_of(no).await
+        );
+    }
+
+    fn deliveries(&self) -> Vec<webhook_deliveries::Delivery> {
+        webhook_deliveries::all(&mut self.db.get().unwrap()).unwrap()
+    }
+
+    fn kicc_deliveries(&self) -> Vec<webhook_deliveries::Delivery> {
+        self.deliveries()
+            .into_iter()
+            .filter(|d| d.source_ip == KICC_IP)
+            .collect()
+    }
+
+    fn events(&self, no: &str) -> Vec<String> {
+        use kicc_checkout::db::orders;
+        let mut conn = self.db.get().unwrap();
+        let order = orders::find_by_shop_order_no(
+            &mut conn,
+            &kicc_checkout::domain::ShopOrderNo::parse(no).unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+        orders::timeline(&mut conn, order.id)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.event)
+            .collect()
+    }
+
+    async fn sandbox_status(&self, pg_cno: &str) -> String {
+        let trade: Value = self
+            .get(&format!("/sandbox/control/trades/{pg_cno}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        trade["statusCode"].as_str().unwrap().to_owned()
+    }
+}
+
+both_backends! {
+    async fn spec_bodies_approval_then_cancellation_ends_cancelled(test_db) {
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        let (status, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
+        assert_eq!(status, 200);
+        assert_eq!(ack, json!({"resCd": "0000", "resMsg": "Success", "pgCno": pg_cno}));
+        // Confirmed by the status check after the ack, then paid.
+        app.until_status(&no, "paid").await;
+        assert_eq!(app.events(&no).iter().filter(|e| *e == "payment_confirmed").count(), 1);
+
+        // One notifyUrl serves both: the cancellation arrives on the payment route.
+        let (_, ack) = app.notify("/webhooks/kicc/payment", &cancel_body(&no, &pg_cno, "C-1", 24000), Some(KICC_IP)).await;
+        assert_eq!((ack["resCd"].as_str(), ack["pgCno"].as_str()), (Some("0000"), Some(pg_cno.as_str())));
+        let order = app.status_of(&no).await;
+        assert_eq!((order["status"].as_str(), order["cancelledAmount"].as_i64()), (Some("cancelled"), Some(24000)));
+        let kinds: Vec<_> = app.kicc_deliveries().iter().map(|d| (d.kind.clone(), d.outcome.clone().unwrap(), d.applied)).collect();
+        assert_eq!(kinds, [("payment".into(), "accepted".into(), true), ("cancel".into(), "applied".into(), true)]);
+    }
+
+    async fn two_partial_cancels_add_up_and_a_repeat_counts_once(test_db) {
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
+        app.until_status(&no, "paid").await;
+        app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, "C-1", 10000), Some(KICC_IP)).await;
+        let order = app.status_of(&no).await;
+        assert_eq!((order["status"].as_str(), order["cancelledAmount"].as_i64()), (Some("partially_cancelled"), Some(10000)));
+        // KICC resends the first: acked, not counted again.
+        let (_, ack) = app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, "C-1", 10000), Some(KICC_IP)).await;
+        assert_eq!(ack["resCd"], "0000");
+        assert_eq!(app.status_of(&no).await["cancelledAmount"], 10000);
+        app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, "C-2", 14000), Some(KICC_IP)).await;
+        let order = app.status_of(&no).await;
+        assert_eq!((order["status"].as_str(), order["cancelledAmount"].as_i64()), (Some("cancelled"), Some(24000)));
+        let outcomes: Vec<_> = app.kicc_deliveries().iter().skip(1).map(|d| d.outcome.clone().unwrap()).collect();
+        assert_eq!(outcomes, ["applied", "duplicate", "applied"]);
+    }
+
+    async fn a_notified_amount_that_differs_is_cancelled_at_kicc(test_db) {
+        // Here the sandbox's own notification is what arrives (loopback allowed by default).
+        let app = TestApp::spawn_with(test_db, &[("SANDBOX_AUTO_APPROVE_MS", "0"), ("SANDBOX_WEBHOOK_BACKOFF_MS", "1")]).await;
+        let (no, pg_cno) = app.wechat_order(false).await;
+        app.client.post(format!("{}/sandbox/control/scenario", app.address))
+            .json(&json!({"shopOrderNo": no, "scenario": "webhook_amount_mismatch"})).send().await.unwrap();
+        app.client.post(format!("{}/sandbox/control/scenario", app.address)).send().await.unwrap();
+        // The shopper pays and comes back: the approval is right, the notification is not.
+        let html = app.client.post(format!("{}/sandbox/wechat/pay/{pg_cno}", app.address)).form(&[("action", "pay")])
+            .send().await.unwrap().text().await.unwrap();
+        let auth = html.split("name=\"authorizationId\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        app.post_form("/checkout/return", &[("resCd", "0000"), ("shopOrderNo", &no), ("authorizationId", &auth)]).await;
+        app.until_status(&no, "cancelled").await;
+        assert_eq!(app.sandbox_status(&pg_cno).await, "TS02");
+        let events = app.events(&no);
+        assert!(events.contains(&"compensation_started".to_owned()) && events.contains(&"compensation_confirmed".to_owned()), "{events:?}");
+    }
+
+    async fn a_stranger_is_refused_with_403_and_nothing_changes(test_db) {
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        let body = approval_body(&no, &pg_cno, 24000, "KRW");
+        // Straight from loopback, and with a forged X-Forwarded-For from an untrusted address
+        // (here: a proxy list that does not include loopback).
+        let (status, ack) = app.notify("/webhooks/kicc/payment", &body, None).await;
+        assert_eq!(status, 403);
+        assert_eq!((ack["resCd"].as_str(), ack["pgCno"].as_str()), (Some("9403"), Some(pg_cno.as_str())));
+        let refused = app.deliveries().into_iter().filter(|d| d.outcome.as_deref() == Some("refused") && d.pg_cno.as_deref() == Some(&pg_cno)).count();
+        assert!(refused >= 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(app.status_of(&no).await["status"], "pending");
+        assert!(app.deliveries().iter().all(|d| !d.applied));
+    }
+
+    async fn malformed_deliveries_get_a_clear_ack_and_change_nothing(test_db) {
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        let url = format!("{}/webhooks/kicc/payment", app.address);
+        let send = |body: Vec<u8>, content_type: &'static str| {
+            let request = app.client.post(&url).header("Content-Type", content_type).header("X-Forwarded-For", KICC_IP).body(body);
+            async move {
+                let r = request.send().await.unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            }
+        };
+        let (s, ack) = send(b"{not json".to_vec(), "application/json").await;
+        assert_eq!((s, ack["resCd"].as_str()), (200, Some("9001")));
+        let (s, ack) = send(serde_json::to_vec(&json!({"resCd": "0000", "shopOrderNo": no})).unwrap(), "application/json").await;
+        assert_eq!((s, ack["resCd"].as_str()), (200, Some("9001")), "missing pgCno");
+        assert!(ack["resMsg"].as_str().unwrap().contains("pgCno"));
+        let (s, ack) = send(serde_json::to_vec(&approval_body(&no, &pg_cno, 24000, "KRW")).unwrap(), "text/plain").await;
+        assert_eq!((s, ack["resCd"].as_str()), (415, Some("9002")));
+        let mut huge = serde_json::to_vec(&approval_body(&no, &pg_cno, 24000, "KRW")).unwrap();
+        huge.extend(std::iter::repeat_n(b' ', 70 * 1024));
+        let (s, ack) = send(huge, "application/json").await;
+        assert_eq!((s, ack["resCd"].as_str()), (413, Some("9003")));
+        let outcomes: Vec<_> = app.kicc_deliveries().iter().map(|d| d.outcome.clone().unwrap()).collect();
+        assert_eq!(outcomes, ["rejected"; 4]);
+        assert!(app.kicc_deliveries().iter().all(|d| !d.applied && d.order_id.is_none()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(app.status_of(&no).await["status"], "pending");
+    }
+
+    async fn a_failed_write_is_not_acked_and_the_resend_is_applied_once(test_db) {
+        let is_postgres = test_db.is_postgres();
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        // A real failure: the database refuses to store deliveries.
+        let (create, drop): (&[&str], &[&str]) = if is_postgres {
+            (&["CREATE FUNCTION no_deliveries() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected: disk full'; END $$ LANGUAGE plpgsql",
+               "CREATE TRIGGER no_deliveries BEFORE INSERT ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION no_deliveries()"],
+             &["DROP TRIGGER no_deliveries ON webhook_deliveries"])
+        } else {
+            (&["CREATE TRIGGER no_deliveries BEFORE INSERT ON webhook_deliveries BEGIN SELECT RAISE(ABORT, 'injected: disk full'); END"],
+             &["DROP TRIGGER no_deliveries"])
+        };
+        let run = |statements: &[&str]| {
+            let mut conn = app.db.get().unwrap();
+            for s in statements {
+                diesel::sql_query(*s).execute(&mut *conn).unwrap();
+            }
+        };
+        run(create);
+        let body = approval_body(&no, &pg_cno, 24000, "KRW");
+        let (status, ack) = app.notify("/webhooks/kicc/payment", &body, Some(KICC_IP)).await;
+        assert_eq!((status, ack["resCd"].as_str(), ack["resMsg"].as_str()), (200, Some("5001"), Some("Internal DB Error")));
+        assert_eq!(app.status_of(&no).await["status"], "pending");
+        run(drop);
+        // KICC resends: now it is applied — once.
+        for _ in 0..2 {
+            let (_, ack) = app.notify("/webhooks/kicc/payment", &body, Some(KICC_IP)).await;
+            assert_eq!(ack["resCd"], "0000");
+        }
+        app.until_status(&no, "paid").await;
+        let applied = app.kicc_deliveries().iter().filter(|d| d.applied).count();
+        assert_eq!(applied, 1);
+        assert_eq!(app.events(&no).iter().filter(|e| *e == "payment_confirmed").count(), 1);
+    }
+
+    async fn an_approval_notified_but_not_written_is_cancelled(test_db) {
+        let is_postgres = test_db.is_postgres();
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        // The delivery is stored, but the order's update fails (spec 04 "DB Failure").
+        let sql: &[&str] = if is_postgres {
+            &["CREATE FUNCTION no_notes() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected: lock timeout'; END $$ LANGUAGE plpgsql",
+              "CREATE TRIGGER no_notes BEFORE INSERT ON order_events FOR EACH ROW WHEN (NEW.event = 'webhook_approval') EXECUTE FUNCTION no_notes()"]
+        } else {
+            &["CREATE TRIGGER no_notes BEFORE INSERT ON order_events WHEN NEW.event = 'webhook_approval' BEGIN SELECT RAISE(ABORT, 'injected: lock timeout'); END"]
+        };
+        {
+            let mut conn = app.db.get().unwrap();
+            for s in sql {
+                diesel::sql_query(*s).execute(&mut *conn).unwrap();
+            }
+        }
+        let (_, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
+        assert_eq!(ack["resCd"], "5001");
+        app.until_status(&no, "cancelled").await;
+        assert_eq!(app.sandbox_status(&pg_cno).await, "TS02");
+    }
+}
+
+/// 15 copies of the same approval notification at once, plus the shopper's returnUrl at the same
+/// moment: one paid transition, one timeline entry for it, 15 deliveries stored, every ack 0000.
+/// Twenty rounds.
+async fn storm(app: &TestApp) {
+    for round in 0..20 {
+        let (no, pg_cno) = app.wechat_order(false).await;
+        let html = app
+            .client
+            .post(format!("{}/sandbox/wechat/pay/{pg_cno}", app.address))
+            .form(&[("action", "pay")])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let auth = html
+            .split("name=\"authorizationId\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned();
+        let before = app.kicc_deliveries().len();
+        let body = approval_body(&no, &pg_cno, 24000, "KRW");
+        let mut tasks = Vec::new();
+        for _ in 0..15 {
+            let (client, url, body) = (
+                app.client.clone(),
+                format!("{}/webhooks/kicc/payment", app.address),
+                body.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("X-Forwarded-For", KICC_IP)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                r.json::<Value>().await.unwrap()["resCd"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }));
+        }
+        let returning = {
+            let (client, url) = (
+                app.client.clone(),
+                format!("{}/checkout/return", app.address),
+            );
+            let form = [
+                ("resCd".to_owned(), "0000".to_owned()),
+                ("shopOrderNo".to_owned(), no.clone()),
+                ("authorizationId".to_owned(), auth),
+            ];
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .form(&form)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        };
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), "0000", "round {round}");
+        }
+        assert_eq!(returning.await.unwrap(), 303);
+        app.until_status(&no, "paid").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let events = app.events(&no);
+        assert_eq!(
+            events.iter().filter(|e| *e == "payment_confirmed").count(),
+            1,
+            "round {round}: {events:?}"
+        );
+        let deliveries: Vec<_> = app.kicc_deliveries().into_iter().skip(before).collect();
+        assert_eq!(deliveries.len(), 15, "round {round}");
+        assert_eq!(
+            deliveries.iter().filter(|d| d.applied).count(),
+            1,
+            "round {round}"
+        );
+        assert!(
+            deliveries
+                .iter()
+                .all(|d| d.ack_res_cd.as_deref() == Some("0000")),
+            "round {round}"
+        );
+    }
+}
+
+both_backends! {
+    async fn a_storm_of_duplicates_and_the_return_pay_once(test_db) {
+        let app = app(test_db).await;
+        storm(&app).await;
+    }
+}
