@@ -171,7 +171,7 @@ pub struct TestApp {
     pub address: String,
     pub db: Db,
     pub client: reqwest::Client,
-    _test_db: TestDb,
+    _test_db: Option<TestDb>,
 }
 
 impl TestApp {
@@ -182,6 +182,22 @@ impl TestApp {
     /// `vars` override the environment the app would read (everything else at its default).
     pub async fn spawn_with(test_db: TestDb, vars: &[(&'static str, &str)]) -> Self {
         let url = test_db.url.clone();
+        Self::spawn_on(&url, vars, Some(test_db)).await
+    }
+
+    /// Another instance on the same database as `first` (it does not own the database).
+    pub async fn spawn_beside(first: &TestApp, vars: &[(&'static str, &str)]) -> Self {
+        let url = first
+            ._test_db
+            .as_ref()
+            .expect("the first instance owns the database")
+            .url
+            .clone();
+        Self::spawn_on(&url, vars, None).await
+    }
+
+    async fn spawn_on(url: &str, vars: &[(&'static str, &str)], test_db: Option<TestDb>) -> Self {
+        let url = url.to_owned();
         let vars: Vec<(&'static str, String)> =
             vars.iter().map(|(k, v)| (*k, v.to_string())).collect();
         let config = Config::from_lookup(|var| {

@@ -322,7 +322,7 @@ both_backends! {
 /// 15 copies of the same approval notification at once, plus the shopper's returnUrl at the same
 /// moment: one paid transition, one timeline entry for it, 15 deliveries stored, every ack 0000.
 /// Twenty rounds.
-async fn storm(app: &TestApp) {
+async fn storm(app: &TestApp, other: Option<&TestApp>) {
     for round in 0..20 {
         let (no, pg_cno) = app.wechat_order(false).await;
         let html = app
@@ -346,10 +346,15 @@ async fn storm(app: &TestApp) {
         let before = app.kicc_deliveries().len();
         let body = approval_body(&no, &pg_cno, 24000, "KRW");
         let mut tasks = Vec::new();
-        for _ in 0..15 {
+        for copy in 0..15 {
+            // With a second instance, the copies alternate between the two.
+            let target = match other {
+                Some(other) if copy % 2 == 1 => other,
+                _ => app,
+            };
             let (client, url, body) = (
                 app.client.clone(),
-                format!("{}/webhooks/kicc/payment", app.address),
+                format!("{}/webhooks/kicc/payment", target.address),
                 body.clone(),
             );
             tasks.push(tokio::spawn(async move {
@@ -418,6 +423,39 @@ async fn storm(app: &TestApp) {
 both_backends! {
     async fn a_storm_of_duplicates_and_the_return_pay_once(test_db) {
         let app = app(test_db).await;
-        storm(&app).await;
+        storm(&app, None).await;
     }
+
+    async fn an_unknown_cancellation_is_acked_and_kept_as_unmatched(test_db) {
+        let app = app(test_db).await;
+        let (status, ack) = app.notify("/webhooks/kicc/cancel", &cancel_body("NO-SUCH-ORDER", "99999999999999999999", "C-9", 1000), Some(KICC_IP)).await;
+        assert_eq!((status, ack["resCd"].as_str(), ack["pgCno"].as_str()), (200, Some("0000"), Some("99999999999999999999")));
+        let unmatched = webhook_deliveries::unmatched(&mut app.db.get().unwrap(), 10).unwrap();
+        assert_eq!(unmatched.len(), 1);
+        assert_eq!((unmatched[0].kind.as_str(), unmatched[0].dedupe_key.as_deref()), ("cancel", Some("C-9")));
+    }
+}
+
+/// Two app instances on one PostgreSQL database, both talking to one KICC (the first's
+/// sandbox): the storm's copies alternate between them and still apply once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_across_two_instances_pays_once() {
+    let Some(test_db) = TestDb::postgres() else {
+        return;
+    };
+    let first = app(test_db).await;
+    let sandbox = format!("{}/sandbox", first.address);
+    let second = TestApp::spawn_beside(
+        &first,
+        &[
+            ("KICC_API_BASE", &sandbox),
+            ("KICC_MALL_ID", kicc_checkout::config::SANDBOX_MALL_ID),
+            ("KICC_SECRET_KEY", kicc_checkout::config::SANDBOX_SECRET_KEY),
+            ("ADMIN_PASSWORD", "correct horse"),
+            ("WEBHOOK_ALLOWED_IPS", KICC_IP),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    )
+    .await;
+    storm(&first, Some(&second)).await;
 }
