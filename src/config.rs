@@ -150,6 +150,12 @@ pub struct Config {
     pub admin_password_generated: bool,
     pub order_expiry: Duration,
     pub reconcile_interval: Duration,
+    /// `COMPENSATION_MAX_ATTEMPTS` (default 8): failed cancel attempts before an order is left
+    /// for a person (`needs_attention`).
+    pub compensation_max_attempts: u32,
+    /// `COMPENSATION_BACKOFF_MS` (default 30000): the first retry delay of a failed cancel;
+    /// doubles per attempt (capped at one hour), with ±20% jitter.
+    pub compensation_backoff: Duration,
     pub sandbox: SandboxSettings,
 }
 
@@ -321,6 +327,25 @@ impl Config {
             get("RECONCILE_INTERVAL_SECS")?,
             5,
         )?);
+        let compensation_max_attempts = match get("COMPENSATION_MAX_ATTEMPTS")? {
+            None => 8,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "COMPENSATION_MAX_ATTEMPTS",
+                        format!("`{v}` is not a number from 1 to 100"),
+                    )
+                })?,
+        };
+        let compensation_backoff = Duration::from_millis(milliseconds(
+            "COMPENSATION_BACKOFF_MS",
+            get("COMPENSATION_BACKOFF_MS")?,
+            30_000,
+            1..=3_600_000,
+        )?);
         let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
@@ -339,6 +364,8 @@ impl Config {
             admin_password_generated,
             order_expiry,
             reconcile_interval,
+            compensation_max_attempts,
+            compensation_backoff,
             sandbox: sandbox_settings,
         })
     }
@@ -570,6 +597,8 @@ mod tests {
             ("WEBHOOK_ALLOWED_IPS", "203.233.72.66,example.com"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("ADMIN_PASSWORD", "short"),
+            ("COMPENSATION_MAX_ATTEMPTS", "0"),
+            ("COMPENSATION_BACKOFF_MS", "soon"),
             ("SANDBOX_WEBHOOK_BACKOFF_MS", "600001"),
             ("SANDBOX_WEBHOOK_BACKOFF_MS", "2s"),
             ("SANDBOX_AUTO_APPROVE_MS", "-1"),

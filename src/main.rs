@@ -26,6 +26,12 @@ enum Command {
     Serve,
     /// Run pending migrations and exit.
     Migrate,
+    /// The reconciler alone: settle expired orders, unanswered approvals and due cancels.
+    Reconcile {
+        /// One pass, then exit (prints what it did).
+        #[arg(long)]
+        once: bool,
+    },
     /// Serve the sandbox gateway alone, KICC's paths at the root (point an app at it with
     /// KICC_API_BASE=http://ADDR). Reads KICC_MALL_ID, KICC_SECRET_KEY, KICCPAY_*,
     /// SANDBOX_WEBHOOK_BACKOFF_MS and SANDBOX_AUTO_APPROVE_MS.
@@ -46,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(),
         Command::Migrate => migrate(),
+        Command::Reconcile { once } => reconcile(once),
         Command::Sandbox {
             bind,
             public_base_url,
@@ -139,6 +146,32 @@ fn migrate() -> Result<(), StartupError> {
         } else {
             println!("{url}: applied {}", applied.join(", "));
         }
+        Ok(())
+    })
+}
+
+fn reconcile(once: bool) -> Result<(), StartupError> {
+    use std::sync::Arc;
+
+    use kicc_checkout::checkout::reconciler::Reconciler;
+    use kicc_checkout::startup::{default_base_url, payment_services};
+
+    let config = Config::from_env()?;
+    actix_web::rt::System::new().block_on(async move {
+        let (db, _) = open_database(&config.database_url, PoolOptions::default()).await?;
+        // The same public base as the serving instance: in sandbox mode the API is its /sandbox.
+        let base = config.public_base_url.clone().unwrap_or_else(|| default_base_url(config.bind_addr));
+        let (_, checkout) = payment_services(&config, &db, &base)?;
+        let reconciler = Arc::new(Reconciler::new(checkout, config.gateway_timeout));
+        if once {
+            let report = reconciler.pass().await.map_err(StartupError::Database)?;
+            println!(
+                "reconciled: {} claimed, {} cancel attempts, {} approvals resolved, {} orders settled",
+                report.claimed, report.compensation_attempts, report.approvals_resolved, report.orders_settled
+            );
+            return Ok(());
+        }
+        let _ = reconciler.spawn(config.reconcile_interval).await;
         Ok(())
     })
 }

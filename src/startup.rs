@@ -8,7 +8,8 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Logger, from_fn};
 use actix_web::{App, HttpServer, web};
 
-use crate::checkout::Checkout;
+use crate::checkout::reconciler::Reconciler;
+use crate::checkout::{Checkout, RetryPolicy};
 use crate::config::{Config, ConfigError, GatewayMode, KiccPayWindow};
 use crate::db::{DatabaseUrl, Db, DbError, PoolOptions};
 use crate::kicc::{ClientSettings, KiccClient};
@@ -79,6 +80,41 @@ pub struct Application {
     addr: SocketAddr,
     state: web::Data<AppState>,
     sandbox: Option<web::Data<SandboxState>>,
+    reconciler: Arc<Reconciler>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+/// The KICC client and the checkout service over an open database. `base_url` is the app's
+/// public base: returnUrl and notifyUrl are built on it, and in sandbox mode the API is
+/// `{base_url}/sandbox` (reached over HTTP like KICC).
+pub fn payment_services(
+    config: &Config,
+    db: &Db,
+    base_url: &str,
+) -> Result<(Arc<KiccClient>, Arc<Checkout>), StartupError> {
+    let api_base = match &config.gateway {
+        GatewayMode::Live { api_base } => api_base.clone(),
+        GatewayMode::Sandbox => format!("{base_url}/sandbox"),
+    };
+    let kicc = KiccClient::new(ClientSettings::from_config(config, &api_base), db.clone())
+        .map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
+    let kicc = Arc::new(kicc);
+    let checkout = Arc::new(Checkout::new(
+        db.clone(),
+        kicc.clone(),
+        base_url.to_owned(),
+        config.order_expiry,
+        match &config.kiccpay.window {
+            KiccPayWindow::Url(url) => Some(url.clone()),
+            KiccPayWindow::Sandbox => Some(format!("{base_url}/sandbox/kiccpay/window")),
+            KiccPayWindow::NotOffered => None,
+        },
+        RetryPolicy {
+            backoff: config.compensation_backoff,
+            max_attempts: i32::try_from(config.compensation_max_attempts).unwrap_or(8),
+        },
+    ));
+    Ok((kicc, checkout))
 }
 
 impl Application {
@@ -114,26 +150,10 @@ impl Application {
                 format!("{base_url}/sandbox"),
             ))
         });
-        // Every KICC call goes over HTTP, to KICC or to the sandbox mounted in this app.
-        let api_base = match &config.gateway {
-            GatewayMode::Live { api_base } => api_base.clone(),
-            GatewayMode::Sandbox => format!("{base_url}/sandbox"),
-        };
-        let kicc = KiccClient::new(ClientSettings::from_config(&config, &api_base), db.clone())
-            .map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
-        let kicc = Arc::new(kicc);
-        let checkout = Arc::new(Checkout::new(
-            db.clone(),
-            kicc.clone(),
-            base_url.clone(),
-            config.order_expiry,
-            match &config.kiccpay.window {
-                KiccPayWindow::Url(url) => Some(url.clone()),
-                KiccPayWindow::Sandbox => Some(format!("{base_url}/sandbox/kiccpay/window")),
-                KiccPayWindow::NotOffered => None,
-            },
-        ));
+        let (kicc, checkout) = payment_services(&config, &db, &base_url)?;
         checkout.spawn_recorder(std::time::Duration::from_secs(2));
+        let reconciler = Arc::new(Reconciler::new(checkout.clone(), config.gateway_timeout));
+        let worker = reconciler.spawn(config.reconcile_interval);
         let state = web::Data::new(AppState {
             checkout,
             kicc,
@@ -173,6 +193,8 @@ impl Application {
             addr,
             state,
             sandbox,
+            reconciler,
+            worker,
         })
     }
 
@@ -200,13 +222,28 @@ impl Application {
 
     /// Serves until SIGINT/SIGTERM (actix-web stops accepting, then drains in-flight requests).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        // SIGTERM/SIGINT: the server has drained its requests; the reconciler takes no new work
+        // and finishes the item in hand (bounded).
+        self.reconciler.stop();
+        if tokio::time::timeout(std::time::Duration::from_secs(30), self.worker)
+            .await
+            .is_err()
+        {
+            log::warn!("reconciler did not finish within 30 s of shutdown");
+        }
+        served
+    }
+
+    /// The reconciler (tests run passes on demand).
+    pub fn reconciler(&self) -> &Arc<Reconciler> {
+        &self.reconciler
     }
 }
 
 /// `http://{addr}`, with an unspecified address (0.0.0.0, ::) replaced by loopback so the URL
 /// can be called back.
-pub(crate) fn default_base_url(addr: SocketAddr) -> String {
+pub fn default_base_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),

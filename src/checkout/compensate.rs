@@ -50,13 +50,37 @@ impl CancelPlan {
     }
 }
 
-/// How long before the reconciler retries a cancel whose first attempt did not succeed.
-const RETRY_AFTER: TimeDelta = TimeDelta::seconds(30);
+/// How failed cancels are retried (`COMPENSATION_BACKOFF_MS`, `COMPENSATION_MAX_ATTEMPTS`).
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// The first retry delay; it doubles per attempt, capped at one hour.
+    pub backoff: std::time::Duration,
+    /// Failed attempts before the order needs a person.
+    pub max_attempts: i32,
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt `attempt` (1-based): backoff × 2^(attempt−1), at most one
+    /// hour, ±20% jitter so instances retrying many jobs do not march in step.
+    pub fn delay(&self, attempt: i32) -> TimeDelta {
+        use rand::Rng;
+        let doublings = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(20);
+        let base = self
+            .backoff
+            .as_millis()
+            .saturating_mul(1u128 << doublings)
+            .min(3_600_000) as f64;
+        let jittered = base * rand::rng().random_range(0.8..=1.2);
+        TimeDelta::milliseconds(jittered as i64)
+    }
+}
 
 impl Checkout {
     /// Moves the order from `expected` to `compensating`, records the cancel job, and makes the
     /// first attempt. Returns the order as it stands afterwards.
-    pub(super) async fn compensate(
+    pub(crate) async fn compensate(
         &self,
         order: &Order,
         expected: OrderStatus,
@@ -105,7 +129,7 @@ impl Checkout {
     }
 
     /// One attempt of a cancel job; on success the order ends `cancelled`.
-    pub(super) async fn attempt_compensation(
+    pub(crate) async fn attempt_compensation(
         &self,
         order: &Order,
         job: i64,
@@ -195,27 +219,54 @@ impl Checkout {
         };
         let (id, shop_order_no) = (order.id, order.shop_order_no.clone());
         let full = order.amount.minor();
+        let attempt = stored.attempts + 1;
+        let policy = self.retry;
         self.db
             .run(move |conn| {
-                match &result {
-                    Ok((cancel_pg_cno, confirmed)) => {
-                        compensations::record_attempt(conn, job, &key, &date, &AttemptResult::Requested { cancel_pg_cno: cancel_pg_cno.as_deref() })?;
-                        if *confirmed {
-                            write_transaction(conn, |conn| {
+                write_transaction(conn, |conn| {
+                    match &result {
+                        Ok((cancel_pg_cno, confirmed)) => {
+                            let requested = AttemptResult::Requested { cancel_pg_cno: cancel_pg_cno.as_deref() };
+                            compensations::record_attempt(conn, job, &key, &date, &requested)?;
+                            let note = format!(
+                                "compensation attempt {attempt}: KICC accepted the cancel{}",
+                                cancel_pg_cno.as_deref().map(|c| format!(" (cancelPgCno {c})")).unwrap_or_default()
+                            );
+                            orders::add_note(conn, id, "compensation_attempt", &note)?;
+                            if *confirmed {
                                 if compensations::mark_confirmed(conn, job, cancel_pg_cno.as_deref())? {
                                     close_compensated_order(conn, id, full, "KICC confirmed the compensating cancel")?;
                                 }
-                                Ok::<_, DbError>(())
-                            })?;
+                            } else {
+                                // Confirmation outstanding (the webhook, or the reconciler's check).
+                                compensations::check_again_at(conn, job, now() + policy.delay(attempt))?;
+                            }
+                        }
+                        Err(error) if attempt >= policy.max_attempts => {
+                            log::error!("order {shop_order_no}: cancel attempt {attempt} failed ({error}); giving up");
+                            let failed = AttemptResult::Failed { error, retry_at: now() };
+                            compensations::record_attempt(conn, job, &key, &date, &failed)?;
+                            compensations::give_up(conn, job, error)?;
+                            let cause = format!(
+                                "compensation attempt {attempt} of {} failed ({error}): a person must look",
+                                policy.max_attempts
+                            );
+                            orders::apply_event(conn, id, OrderEvent::CompensationStuck, &cause, &OrderPatch::default())?;
+                        }
+                        Err(error) => {
+                            let retry_at = now() + policy.delay(attempt);
+                            log::warn!("order {shop_order_no}: cancel attempt {attempt} failed ({error}); retry at {retry_at}");
+                            compensations::record_attempt(conn, job, &key, &date, &AttemptResult::Failed { error, retry_at })?;
+                            let note = format!(
+                                "compensation attempt {attempt} of {} failed ({error}); next attempt at {} UTC",
+                                policy.max_attempts,
+                                retry_at.format("%H:%M:%S")
+                            );
+                            orders::add_note(conn, id, "compensation_attempt", &note)?;
                         }
                     }
-                    Err(error) => {
-                        log::warn!("order {shop_order_no}: cancel attempt failed ({error}); the reconciler retries");
-                        let retry_at = now() + RETRY_AFTER;
-                        compensations::record_attempt(conn, job, &key, &date, &AttemptResult::Failed { error, retry_at })?;
-                    }
-                }
-                orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
+                    orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
+                })
             })
             .await
     }

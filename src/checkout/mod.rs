@@ -5,12 +5,14 @@
 mod approval;
 mod compensate;
 mod place;
+pub mod reconciler;
 pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use approval::{ReturnOutcome, ReturnParams};
+pub use compensate::RetryPolicy;
 pub use place::{CheckoutError, Device, NextStep, OrderRequest, Placed, guest_customer_id};
 
 use crate::db::Db;
@@ -26,6 +28,8 @@ pub struct Checkout {
     pub order_expiry: Duration,
     /// Where the shopper authenticates for KICC Pay; `None`: KICC Pay is not offered.
     pub kiccpay_window: Option<String>,
+    /// How failed cancels are retried.
+    pub retry: RetryPolicy,
     /// Cancels made while the database was unreachable, waiting to be recorded.
     in_process: std::sync::Mutex<Vec<compensate::InProcessCancel>>,
 }
@@ -37,6 +41,7 @@ impl Checkout {
         base_url: String,
         order_expiry: Duration,
         kiccpay_window: Option<String>,
+        retry: RetryPolicy,
     ) -> Self {
         Self {
             db,
@@ -44,6 +49,7 @@ impl Checkout {
             base_url,
             order_expiry,
             kiccpay_window,
+            retry,
             in_process: std::sync::Mutex::new(Vec::new()),
         }
     }

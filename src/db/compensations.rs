@@ -231,3 +231,54 @@ pub fn open_for_cancel(
         .or_else(|| jobs.iter().find(|j| open(j)))
         .cloned())
 }
+
+/// Too many failures: the job stops and waits for a person.
+pub fn give_up(conn: &mut AnyConnection, id: i64, error: &str) -> Result<(), DbError> {
+    let at = now();
+    diesel::update(
+        compensations::table
+            .filter(compensations::id.eq(id))
+            .filter(compensations::status.ne(status::CONFIRMED)),
+    )
+    .set((
+        compensations::status.eq(status::FAILED),
+        compensations::last_error.eq(error),
+        compensations::updated_at.eq(at),
+        compensations::lease_owner.eq(None::<String>),
+        compensations::lease_until.eq(None::<NaiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// A requested cancel whose confirmation did not come: back to `pending` for another attempt.
+pub fn reopen(conn: &mut AnyConnection, id: i64, retry_at: NaiveDateTime) -> Result<(), DbError> {
+    diesel::update(
+        compensations::table
+            .filter(compensations::id.eq(id))
+            .filter(compensations::status.eq(status::REQUESTED)),
+    )
+    .set((
+        compensations::status.eq(status::PENDING),
+        compensations::next_attempt_at.eq(retry_at),
+        compensations::updated_at.eq(now()),
+    ))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// When to look at a requested cancel again if no confirmation arrives.
+pub fn check_again_at(conn: &mut AnyConnection, id: i64, at: NaiveDateTime) -> Result<(), DbError> {
+    diesel::update(compensations::table.filter(compensations::id.eq(id)))
+        .set(compensations::next_attempt_at.eq(at))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Jobs per status (for `/metrics`).
+pub fn count_by_status(conn: &mut AnyConnection) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(compensations::table
+        .group_by(compensations::status)
+        .select((compensations::status, diesel::dsl::count_star()))
+        .load(conn)?)
+}

@@ -179,3 +179,22 @@ pub fn insert_deferred(conn: &mut AnyConnection, call: &DeferredCall) -> Result<
         .execute(conn)?;
     Ok(())
 }
+
+/// The reconciler settled what an unanswered (or unknown-ended) call left open.
+pub fn mark_resolved(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
+    diesel::update(gateway_calls::table.filter(gateway_calls::id.eq(id)))
+        .set((
+            gateway_calls::resolved_at.eq(now()),
+            gateway_calls::lease_owner.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<GatewayCall>, DbError> {
+    Ok(gateway_calls::table
+        .filter(gateway_calls::id.eq(id))
+        .select(GatewayCall::as_select())
+        .first(conn)
+        .optional()?)
+}

@@ -6,6 +6,7 @@
 //! PostgreSQL's advisory lock) is matched on the variant here and nowhere else.
 
 pub mod app_keys;
+pub mod claims;
 pub mod compensations;
 pub mod gateway_calls;
 pub mod orders;

@@ -23,6 +23,8 @@ pub struct Order {
     /// KICC's transaction id, once the payment is registered.
     pub pg_cno: Option<String>,
     pub payment_page_url: Option<String>,
+    /// What the returnUrl brought (needed again for a KICC Pay net-cancel); never shown.
+    pub authorization_id: Option<String>,
     pub approval_no: Option<String>,
     /// yyyyMMddHHmmss as KICC sent it.
     pub approval_date: Option<String>,

@@ -133,7 +133,9 @@ fn postgres_migrate_then_serve() {
     let (ok, stdout, stderr) = run(&["migrate"], &[("DATABASE_URL", &test_db.url)]);
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("applied 20261121000001, 20261121000002, 20261121000003, 20261121000004"),
+        stdout.contains(
+            "applied 20261121000001, 20261121000002, 20261121000003, 20261121000004, 20261121000005"
+        ),
         "{stdout}"
     );
     let (ok, stdout, _) = run(&["migrate"], &[("DATABASE_URL", &test_db.url)]);

@@ -1,0 +1,2 @@
+ALTER TABLE orders DROP COLUMN lease_until;
+ALTER TABLE orders DROP COLUMN lease_owner;

@@ -1,0 +1,536 @@
+//! The reconciler: finishes what a request could not (DESIGN §4; spec 02/03: timeouts and DB
+//! failures end in a cancel; spec 04/05: "if you do not receive a notification … use the status
+//! check"). Each pass claims due work under a lease (so instances sharing one database never work
+//! the same item twice) and handles it:
+//!
+//! 1. compensations due: retried with backoff until KICC confirms the cancel (after the configured
+//!    number of failures the order is left `needs_attention`); requested cancels are confirmed by
+//!    the payment status check;
+//! 2. approvals without an answer (a crash after sending, or an unknown ending): `retrieveTransaction`
+//!    with the persisted key and date → settled paid (same amount) or cancelled; KICC Pay:
+//!    net-cancel with the same data;
+//! 3. orders past their expiry: the status check → paid (same amount), cancelled (a different
+//!    one), or expired;
+//! 4. notified approvals not yet confirmed: the status check → paid.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde_json::Value;
+
+use super::Checkout;
+use super::compensate::CancelPlan;
+use crate::db::claims::{self, Work};
+use crate::db::compensations::{self, Compensation};
+use crate::db::gateway_calls::{self, GatewayCall};
+use crate::db::orders::{self, OrderPatch};
+use crate::db::{DbError, now};
+use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod};
+use crate::kicc::{KiccPayTransmission, Outcome, TradeStatus};
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub claimed: usize,
+    pub compensation_attempts: usize,
+    pub approvals_resolved: usize,
+    pub orders_settled: usize,
+}
+
+pub struct Reconciler {
+    checkout: Arc<Checkout>,
+    /// This instance's name on its leases.
+    owner: String,
+    /// How long a claim lasts (longer than one item's work: a dead instance's claims expire).
+    lease: TimeDelta,
+    /// An approval call without an answer this long after it was sent is unanswered: the client's
+    /// timeout and a margin.
+    unanswered_after: TimeDelta,
+    batch: i64,
+    stopping: AtomicBool,
+}
+
+impl Reconciler {
+    pub fn new(checkout: Arc<Checkout>, gateway_timeout: Duration) -> Self {
+        let timeout = TimeDelta::from_std(gateway_timeout).unwrap_or(TimeDelta::seconds(30));
+        Self {
+            checkout,
+            owner: format!(
+                "{}-{}",
+                hostname(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            lease: TimeDelta::seconds(120).max(timeout * 3),
+            unanswered_after: timeout + TimeDelta::seconds(5),
+            batch: 50,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// Stop taking new work (graceful shutdown); the item in hand is finished.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    async fn claim(&self, work: Work) -> Result<Vec<i64>, DbError> {
+        let (owner, lease, unanswered_after, batch) = (
+            self.owner.clone(),
+            self.lease,
+            self.unanswered_after,
+            self.batch,
+        );
+        self.checkout
+            .db
+            .run(move |conn| {
+                let at = now();
+                let due = if work == Work::UnansweredApprovals {
+                    at - unanswered_after
+                } else {
+                    at
+                };
+                claims::claim(conn, work, &owner, at, at + lease, due, batch)
+            })
+            .await
+    }
+
+    /// One pass over all due work.
+    pub async fn pass(&self) -> Result<PassReport, DbError> {
+        let mut report = PassReport::default();
+        for work in [
+            Work::UnansweredApprovals,
+            Work::DueCompensations,
+            Work::ExpiredOrders,
+            Work::NotifiedApprovals,
+        ] {
+            if self.stopped() {
+                break;
+            }
+            let ids = self.claim(work).await?;
+            report.claimed += ids.len();
+            for id in ids {
+                if self.stopped() {
+                    break;
+                }
+                let handled = match work {
+                    Work::UnansweredApprovals => self
+                        .resolve_approval(id)
+                        .await
+                        .map(|done| report.approvals_resolved += usize::from(done)),
+                    Work::DueCompensations => self
+                        .retry_compensation(id)
+                        .await
+                        .map(|_| report.compensation_attempts += 1),
+                    Work::ExpiredOrders => self
+                        .settle_expired(id)
+                        .await
+                        .map(|done| report.orders_settled += usize::from(done)),
+                    Work::NotifiedApprovals => {
+                        self.checkout.confirm_notified_payment(id).await.map(|o| {
+                            report.orders_settled += usize::from(o.status == OrderStatus::Paid);
+                        })
+                    }
+                };
+                if let Err(e) = handled {
+                    log::warn!("reconciler: {work:?} {id}: {e}");
+                }
+            }
+        }
+        if report.claimed > 0 {
+            log::info!("reconciler {}: {report:?}", self.owner);
+        }
+        Ok(report)
+    }
+
+    async fn order(&self, id: i64) -> Result<Order, DbError> {
+        self.checkout
+            .db
+            .run(move |conn| orders::find_by_id(conn, id)?.ok_or(DbError::NotFound))
+            .await
+    }
+
+    async fn call(&self, id: i64) -> Result<GatewayCall, DbError> {
+        self.checkout
+            .db
+            .run(move |conn| gateway_calls::find(conn, id)?.ok_or(DbError::NotFound))
+            .await
+    }
+
+    async fn note(&self, order_id: i64, event: &'static str, cause: String) -> Result<(), DbError> {
+        self.checkout
+            .db
+            .run(move |conn| orders::add_note(conn, order_id, event, &cause))
+            .await
+    }
+
+    /// 1. A compensation due: a requested cancel is confirmed by the status check (or reopened);
+    /// a pending one is attempted again.
+    async fn retry_compensation(&self, job_id: i64) -> Result<(), DbError> {
+        let job = self
+            .checkout
+            .db
+            .run(move |conn| compensations::find(conn, job_id)?.ok_or(DbError::NotFound))
+            .await?;
+        let order = self.order(job.order_id).await?;
+        if job.status == compensations::status::REQUESTED {
+            return self.confirm_requested_cancel(&job, &order).await;
+        }
+        let plan = self.plan_for(&job, &order).await?;
+        self.checkout
+            .attempt_compensation(&order, job.id, &plan)
+            .await
+            .map(|_| ())
+    }
+
+    /// A WeChat cancel KICC accepted but nobody confirmed (no webhook): ask the payment status.
+    async fn confirm_requested_cancel(
+        &self,
+        job: &Compensation,
+        order: &Order,
+    ) -> Result<(), DbError> {
+        let Some(pg_cno) = order.pg_cno.clone() else {
+            return Ok(());
+        };
+        let check = self
+            .checkout
+            .kicc
+            .wechat_find(Some(order.id), &pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let (id, order_id, full) = (job.id, order.id, order.amount.minor());
+        let policy = self.checkout.retry;
+        let attempts = job.attempts;
+        match check.outcome {
+            Outcome::Accepted(status) if status.status == TradeStatus::Cancelled => {
+                self.checkout
+                    .db
+                    .run(move |conn| {
+                        crate::db::write_transaction(conn, |conn| {
+                            if compensations::mark_confirmed(conn, id, None)? {
+                                super::compensate::close_compensated_order(
+                                    conn,
+                                    order_id,
+                                    full,
+                                    "status check: the cancel is done",
+                                )?;
+                            }
+                            Ok::<_, DbError>(())
+                        })
+                    })
+                    .await
+            }
+            Outcome::Accepted(_) => {
+                // Accepted but not done: attempt it again.
+                self.checkout
+                    .db
+                    .run(move |conn| {
+                        compensations::reopen(conn, id, now() + policy.delay(attempts))
+                    })
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Rebuilds the cancel of a job from what was recorded.
+    async fn plan_for(&self, job: &Compensation, order: &Order) -> Result<CancelPlan, DbError> {
+        let call = match job.gateway_call_id {
+            Some(id) => Some(self.call(id).await?),
+            None => None,
+        };
+        let json = |body: Option<&str>| {
+            body.and_then(|b| serde_json::from_str::<Value>(b).ok())
+                .unwrap_or(Value::Null)
+        };
+        Ok(match job.api.as_str() {
+            "kiccpay_cancel" => {
+                let reply = json(call.as_ref().and_then(|c| c.response_body.as_deref()));
+                CancelPlan::KiccPayCancel {
+                    approval_date: reply["aprvDt"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| {
+                            order
+                                .approval_date
+                                .as_ref()
+                                .map(|d| d.chars().take(8).collect())
+                        })
+                        .unwrap_or_default(),
+                    approval_no: reply["aprvNo"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| order.approval_no.clone())
+                        .unwrap_or_default(),
+                    amount: job.amount,
+                }
+            }
+            "kiccpay_net_cancel" => {
+                let request = json(call.as_ref().map(|c| c.request_body.as_str()));
+                CancelPlan::KiccPayNetCancel {
+                    authorization_id: order.authorization_id.clone().unwrap_or_default(),
+                    transmission: KiccPayTransmission {
+                        tran_dt: request["tranDt"].as_str().unwrap_or_default().to_owned(),
+                        tran_tm: request["tranTm"].as_str().unwrap_or_default().to_owned(),
+                    },
+                }
+            }
+            _ => CancelPlan::WechatRevise {
+                pg_cno: call
+                    .as_ref()
+                    .and_then(|c| c.pg_cno.clone())
+                    .or_else(|| order.pg_cno.clone())
+                    .unwrap_or_default(),
+                amount: job.amount,
+            },
+        })
+    }
+
+    /// 2. An approval call that never got an answer (or an unknown one).
+    async fn resolve_approval(&self, call_id: i64) -> Result<bool, DbError> {
+        let call = self.call(call_id).await?;
+        let Some(order_id) = call.order_id else {
+            return self.resolved(call_id).await;
+        };
+        let order = self.order(order_id).await?;
+        if !matches!(
+            order.status,
+            OrderStatus::Authorized | OrderStatus::Approving
+        ) {
+            // Settled meanwhile (a webhook, the return): nothing left open.
+            return self.resolved(call_id).await;
+        }
+        let reason_prefix = format!(
+            "reconciler: the approval sent at {} UTC got no usable answer",
+            call.requested_at.format("%H:%M:%S")
+        );
+        if order.pay_method == PayMethod::Kiccpay {
+            // Spec 03: no answer → net-cancel with the same data.
+            let request: Value = serde_json::from_str(&call.request_body).unwrap_or(Value::Null);
+            let plan = CancelPlan::KiccPayNetCancel {
+                authorization_id: order.authorization_id.clone().unwrap_or_default(),
+                transmission: KiccPayTransmission {
+                    tran_dt: request["tranDt"].as_str().unwrap_or_default().to_owned(),
+                    tran_tm: request["tranTm"].as_str().unwrap_or_default().to_owned(),
+                },
+            };
+            let reason = format!("{reason_prefix}: net-cancel with the same data (spec 03)");
+            self.checkout
+                .compensate(&order, order.status, plan, reason, Some(call_id))
+                .await?;
+            return self.resolved(call_id).await;
+        }
+        // Spec 02/06: ask with the approval's own key and date.
+        let check = self
+            .checkout
+            .kicc
+            .retrieve_transaction(
+                Some(order.id),
+                &call.shop_transaction_id,
+                &call.request_date,
+            )
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        match check.outcome {
+            Outcome::Accepted(found)
+                if found.pg_cno.is_some() && found.status == Some(TradeStatus::Approved) =>
+            {
+                let pg_cno = found.pg_cno.clone().unwrap_or_default();
+                let amount = found.amount.unwrap_or_default();
+                if amount == order.amount.minor() {
+                    let patch = OrderPatch {
+                        pg_cno: Some(pg_cno.clone()),
+                        transaction_date: found.transaction_date.clone(),
+                        kicc_status_code: Some("TS01".into()),
+                        paid_at: Some(now()),
+                        ..Default::default()
+                    };
+                    let cause = format!(
+                        "{reason_prefix}; the status check found it approved for {amount} (pgCno {pg_cno}): settled"
+                    );
+                    self.checkout
+                        .transition(
+                            &order,
+                            order.status,
+                            OrderEvent::PaymentConfirmed,
+                            cause,
+                            patch,
+                        )
+                        .await?;
+                } else {
+                    let reason = format!(
+                        "{reason_prefix}; the status check found {amount} approved for an order of {}: cancel",
+                        order.amount
+                    );
+                    self.checkout
+                        .compensate(
+                            &order,
+                            order.status,
+                            CancelPlan::WechatRevise { pg_cno, amount },
+                            reason,
+                            Some(call_id),
+                        )
+                        .await?;
+                }
+            }
+            Outcome::Accepted(_) | Outcome::Declined { .. } => {
+                let cause = format!("{reason_prefix}; KICC has no approval for it");
+                self.checkout
+                    .transition(
+                        &order,
+                        order.status,
+                        OrderEvent::PaymentFailed,
+                        cause,
+                        OrderPatch::default(),
+                    )
+                    .await?;
+            }
+            // Still unknown: the lease runs out and the next pass asks again.
+            _ => return Ok(false),
+        }
+        self.resolved(call_id).await
+    }
+
+    async fn resolved(&self, call_id: i64) -> Result<bool, DbError> {
+        self.checkout
+            .db
+            .run(move |conn| gateway_calls::mark_resolved(conn, call_id))
+            .await?;
+        Ok(true)
+    }
+
+    /// 3. An order past its expiry: ask KICC before closing it.
+    async fn settle_expired(&self, order_id: i64) -> Result<bool, DbError> {
+        let order = self.order(order_id).await?;
+        let expire = |cause: String| {
+            let order = order.clone();
+            async move {
+                let event = if order.status == OrderStatus::Created {
+                    OrderEvent::RegistrationFailed
+                } else {
+                    OrderEvent::PaymentExpired
+                };
+                self.checkout
+                    .transition(&order, order.status, event, cause, OrderPatch::default())
+                    .await
+                    .map(|_| true)
+            }
+        };
+        let (OrderStatus::Pending | OrderStatus::Authorized, PayMethod::Wechat, Some(pg_cno)) =
+            (order.status, order.pay_method, order.pg_cno.clone())
+        else {
+            return match order.status {
+                OrderStatus::Created | OrderStatus::Pending | OrderStatus::Authorized => {
+                    expire("reconciler: past its expiry without a payment".into()).await
+                }
+                _ => Ok(false),
+            };
+        };
+        let call = self
+            .checkout
+            .kicc
+            .wechat_find(Some(order.id), &pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        match call.outcome {
+            Outcome::Accepted(status) if status.status == TradeStatus::Approved => {
+                let amount = status.amount.unwrap_or_default();
+                let same_currency = status
+                    .currency
+                    .as_deref()
+                    .is_none_or(|c| c == order.amount.currency().code());
+                if amount == order.amount.minor() && same_currency {
+                    let patch = OrderPatch {
+                        kicc_status_code: Some("TS01".into()),
+                        approval_date: status.approval_date.clone(),
+                        paid_at: Some(now()),
+                        ..Default::default()
+                    };
+                    let cause = format!(
+                        "reconciler: past its expiry, the status check found pgCno {pg_cno} approved for {amount}: paid"
+                    );
+                    self.checkout
+                        .transition(
+                            &order,
+                            order.status,
+                            OrderEvent::PaymentConfirmed,
+                            cause,
+                            patch,
+                        )
+                        .await?;
+                } else {
+                    let reason = format!(
+                        "reconciler: the status check found {amount} approved for an order of {}: cancel",
+                        order.amount
+                    );
+                    self.checkout
+                        .compensate(
+                            &order,
+                            order.status,
+                            CancelPlan::WechatRevise { pg_cno, amount },
+                            reason,
+                            call.call_id,
+                        )
+                        .await?;
+                }
+                Ok(true)
+            }
+            Outcome::Accepted(status) => {
+                expire(format!(
+                    "reconciler: past its expiry, KICC status {:?}: expired",
+                    status.status
+                ))
+                .await
+            }
+            Outcome::Declined { code, message, .. } => expire(format!(
+                "reconciler: past its expiry, KICC knows no payment ({code}: {message}): expired"
+            ))
+            .await,
+            other => {
+                self.note(
+                    order.id,
+                    "reconcile_deferred",
+                    format!(
+                        "reconciler: status check ended {}; trying again later",
+                        other.label()
+                    ),
+                )
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The worker: a pass every `interval` until [`Reconciler::stop`].
+    pub fn spawn(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let reconciler = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if reconciler.stopped() {
+                    break;
+                }
+                if let Err(e) = reconciler.pass().await {
+                    log::warn!("reconciler pass failed: {e}");
+                }
+            }
+        })
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "kicc".to_owned())
+}

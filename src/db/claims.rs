@@ -1,0 +1,97 @@
+//! The reconciler's claims: each instance takes a batch of due work under a lease, so instances
+//! sharing one database never work the same item twice. On PostgreSQL the candidates are picked
+//! with `FOR UPDATE SKIP LOCKED` (concurrent claimers skip each other's rows instead of waiting);
+//! on SQLite the claim runs inside `BEGIN IMMEDIATE`, which serialises writers anyway.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
+
+use super::{AnyConnection, DbError, write_transaction};
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// Which work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Compensations due for an attempt or a confirmation check.
+    DueCompensations,
+    /// Orders waiting for the shopper past their expiry (or never registered).
+    ExpiredOrders,
+    /// Approval calls that got no answer (a crash) or an unknown one, past the timeout.
+    UnansweredApprovals,
+    /// Orders whose approval was notified but not yet confirmed by a status check.
+    NotifiedApprovals,
+}
+
+impl Work {
+    /// (table, the condition a candidate meets with one time parameter `{t}`, the order).
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Work::DueCompensations => (
+                "compensations",
+                "status IN ('pending', 'requested') AND next_attempt_at <= {t}",
+                "next_attempt_at",
+            ),
+            Work::ExpiredOrders => (
+                "orders",
+                "status IN ('created', 'pending', 'authorized') AND expires_at IS NOT NULL AND expires_at <= {t}",
+                "expires_at",
+            ),
+            Work::UnansweredApprovals => (
+                "gateway_calls",
+                "api IN ('approval_v2', 'kiccpay_approve') AND resolved_at IS NULL AND requested_at <= {t} \
+                 AND (completed_at IS NULL OR outcome IN ('timeout', 'transport_error', 'malformed'))",
+                "requested_at",
+            ),
+            Work::NotifiedApprovals => (
+                "orders",
+                "status IN ('pending', 'authorized', 'approving') AND updated_at <= {t} AND id IN \
+                 (SELECT order_id FROM webhook_deliveries WHERE outcome = 'accepted' AND order_id IS NOT NULL)",
+                "id",
+            ),
+        }
+    }
+}
+
+/// Claims up to `limit` items of `work` for `owner` until `lease_until`; returns their ids.
+/// `due_before` is the time the candidates' own clock must have passed (now, or for unanswered
+/// calls now minus the timeout and a grace period).
+pub fn claim(
+    conn: &mut AnyConnection,
+    work: Work,
+    owner: &str,
+    now: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    due_before: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    let (table, condition, order) = work.sql();
+    // Placeholders in the order they are bound: `$n` for PostgreSQL, `?` for SQLite (which
+    // numbers `$n` by first appearance, not by n).
+    let (p, lock): ([&str; 5], &str) = match conn {
+        AnyConnection::Postgresql(_) => (["$1", "$2", "$3", "$4", "$5"], "FOR UPDATE SKIP LOCKED"),
+        AnyConnection::Sqlite(_) => (["?"; 5], ""),
+    };
+    let condition = condition.replace("{t}", p[2]);
+    let sql = format!(
+        "UPDATE {table} SET lease_owner = {}, lease_until = {} WHERE id IN (\
+         SELECT id FROM {table} WHERE {condition} AND (lease_until IS NULL OR lease_until < {}) \
+         ORDER BY {order} LIMIT {} {lock}) RETURNING id",
+        p[0], p[1], p[3], p[4]
+    );
+    write_transaction(conn, |conn| {
+        let ids = diesel::sql_query(sql)
+            .bind::<Text, _>(owner)
+            .bind::<Timestamp, _>(lease_until)
+            .bind::<Timestamp, _>(due_before)
+            .bind::<Timestamp, _>(now)
+            .bind::<BigInt, _>(limit)
+            .load::<Id>(conn)?;
+        Ok(ids.into_iter().map(|i| i.id).collect())
+    })
+}
