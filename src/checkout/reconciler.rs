@@ -172,8 +172,8 @@ impl Reconciler {
             .await
     }
 
-    /// 1. A compensation due: a requested cancel is confirmed by the status check (or reopened);
-    /// a pending one is attempted again.
+    /// A compensation due (work 1): a requested cancel is confirmed by the status check (or
+    /// reopened); a pending one is attempted again.
     async fn retry_compensation(&self, job_id: i64) -> Result<(), DbError> {
         let job = self
             .checkout
@@ -294,7 +294,7 @@ impl Reconciler {
         })
     }
 
-    /// 2. An approval call that never got an answer (or an unknown one).
+    /// An approval call that never got an answer, or an unknown one (work 2).
     async fn resolve_approval(&self, call_id: i64) -> Result<bool, DbError> {
         let call = self.call(call_id).await?;
         let Some(order_id) = call.order_id else {
@@ -407,7 +407,7 @@ impl Reconciler {
         Ok(true)
     }
 
-    /// 3. An order past its expiry: ask KICC before closing it.
+    /// An order past its expiry (work 3): ask KICC before closing it.
     async fn settle_expired(&self, order_id: i64) -> Result<bool, DbError> {
         let order = self.order(order_id).await?;
         let expire = |cause: String| {
