@@ -143,6 +143,15 @@ impl Reconciler {
                 if let Err(e) = handled {
                     log::warn!("reconciler: {work:?} {id}: {e}");
                 }
+                let owner = self.owner.clone();
+                if let Err(e) = self
+                    .checkout
+                    .db
+                    .run(move |conn| claims::release(conn, work, id, &owner))
+                    .await
+                {
+                    log::warn!("reconciler: {work:?} {id}: lease not released (it expires): {e}");
+                }
             }
         }
         if report.claimed > 0 {

@@ -95,3 +95,20 @@ pub fn claim(
         Ok(ids.into_iter().map(|i| i.id).collect())
     })
 }
+
+/// Gives an item back once handled, so the next pass may take it again if it is still due
+/// (its own clock — `next_attempt_at`, the expiry — says when).
+pub fn release(conn: &mut AnyConnection, work: Work, id: i64, owner: &str) -> Result<(), DbError> {
+    let (table, _, _) = work.sql();
+    let (p1, p2) = match conn {
+        AnyConnection::Postgresql(_) => ("$1", "$2"),
+        AnyConnection::Sqlite(_) => ("?", "?"),
+    };
+    diesel::sql_query(format!(
+        "UPDATE {table} SET lease_owner = NULL, lease_until = NULL WHERE id = {p1} AND lease_owner = {p2}"
+    ))
+    .bind::<BigInt, _>(id)
+    .bind::<Text, _>(owner)
+    .execute(conn)?;
+    Ok(())
+}

@@ -171,6 +171,8 @@ pub struct TestApp {
     pub address: String,
     pub db: Db,
     pub client: reqwest::Client,
+    /// Its reconciler, for passes on demand.
+    pub reconciler: std::sync::Arc<kicc_checkout::checkout::reconciler::Reconciler>,
     _test_db: Option<TestDb>,
 }
 
@@ -214,6 +216,7 @@ impl TestApp {
         let app = Application::build(config).await.expect("app builds");
         let address = app.base_url().to_owned();
         let db = app.state().db.clone();
+        let reconciler = app.reconciler().clone();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -224,8 +227,14 @@ impl TestApp {
             address,
             db,
             client,
+            reconciler,
             _test_db: test_db,
         }
+    }
+
+    /// One reconciler pass now.
+    pub async fn reconcile(&self) -> kicc_checkout::checkout::reconciler::PassReport {
+        self.reconciler.pass().await.expect("reconciler pass")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -11,6 +11,7 @@ mod contract;
 mod harness;
 mod kicc_client;
 mod migrations;
+mod reconciler;
 mod sandbox;
 mod serving;
 mod state_machine;

@@ -105,7 +105,7 @@ impl TestApp {
     }
 
     /// Waits until the order has `status` (follow-ups run after the ack).
-    async fn until_status(&self, no: &str, status: &str) -> Value {
+    pub async fn until_status(&self, no: &str, status: &str) -> Value {
         for _ in 0..100 {
             let order = self.status_of(no).await;
             if order["status"] == status {
