@@ -155,6 +155,7 @@ impl Application {
         let reconciler = Arc::new(Reconciler::new(checkout.clone(), config.gateway_timeout));
         let worker = reconciler.spawn(config.reconcile_interval);
         let state = web::Data::new(AppState {
+            reconciler: reconciler.clone(),
             checkout,
             kicc,
             cookie_key,

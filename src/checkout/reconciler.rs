@@ -14,7 +14,7 @@
 //! 4. notified approvals not yet confirmed: the status check → paid.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -50,6 +50,8 @@ pub struct Reconciler {
     unanswered_after: TimeDelta,
     batch: i64,
     stopping: AtomicBool,
+    passes: AtomicU64,
+    claimed: AtomicU64,
 }
 
 impl Reconciler {
@@ -66,11 +68,21 @@ impl Reconciler {
             unanswered_after: timeout + TimeDelta::seconds(5),
             batch: 50,
             stopping: AtomicBool::new(false),
+            passes: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
         }
     }
 
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// (passes run, items claimed) since start, for `/metrics`.
+    pub fn counters(&self) -> (u64, u64) {
+        (
+            self.passes.load(Ordering::Relaxed),
+            self.claimed.load(Ordering::Relaxed),
+        )
     }
 
     /// Stop taking new work (graceful shutdown); the item in hand is finished.
@@ -154,6 +166,9 @@ impl Reconciler {
                 }
             }
         }
+        self.passes.fetch_add(1, Ordering::Relaxed);
+        self.claimed
+            .fetch_add(report.claimed as u64, Ordering::Relaxed);
         if report.claimed > 0 {
             log::info!("reconciler {}: {report:?}", self.owner);
         }

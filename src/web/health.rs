@@ -24,7 +24,19 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The job counts come from the database (shared by all instances); a scrape while the
+    // database is down still answers, with what this instance knows.
+    let compensations = state
+        .db
+        .run(crate::db::compensations::count_by_status)
+        .await
+        .unwrap_or_default();
+    let snapshot = crate::web::metrics::Snapshot {
+        compensations,
+        unrecorded_cancels: state.checkout.unrecorded_cancels(),
+        reconciler: state.reconciler.counters(),
+    };
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)
-        .body(state.metrics.render(&state.db))
+        .body(state.metrics.render(&state.db, &snapshot))
 }

@@ -21,6 +21,20 @@ pub struct Metrics {
     pool_connections: IntGauge,
     pool_idle: IntGauge,
     pool_max: IntGauge,
+    compensations: prometheus::IntGaugeVec,
+    unrecorded_cancels: IntGauge,
+    reconciler_passes: prometheus::IntCounter,
+    reconciler_claimed: prometheus::IntCounter,
+}
+
+/// What `/metrics` reads at scrape time besides the request counters.
+pub struct Snapshot {
+    /// Compensation jobs per status (`pending`, `requested`, `confirmed` = done, `failed`).
+    pub compensations: Vec<(String, i64)>,
+    /// In-process cancels waiting for the database.
+    pub unrecorded_cancels: usize,
+    /// (passes, items claimed) of this instance's reconciler.
+    pub reconciler: (u64, u64),
 }
 
 impl Default for Metrics {
@@ -54,8 +68,35 @@ impl Metrics {
             .expect("valid metric");
         let pool_max =
             IntGauge::new("db_pool_max_connections", "Database pool size").expect("valid metric");
+        let compensations = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "compensations",
+                "Cancel jobs by status (pending, requested, confirmed = done, failed)",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let unrecorded_cancels = IntGauge::new(
+            "unrecorded_cancels",
+            "Cancels made while the database was unreachable, not yet written",
+        )
+        .expect("valid metric");
+        let reconciler_passes = prometheus::IntCounter::new(
+            "reconciler_passes_total",
+            "Reconciler passes run by this instance",
+        )
+        .expect("valid metric");
+        let reconciler_claimed = prometheus::IntCounter::new(
+            "reconciler_items_claimed_total",
+            "Items the reconciler claimed",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(compensations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unrecorded_cancels.clone()),
+            Box::new(reconciler_passes.clone()),
+            Box::new(reconciler_claimed.clone()),
+            Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(pool_connections.clone()),
             Box::new(pool_idle.clone()),
@@ -72,6 +113,10 @@ impl Metrics {
             pool_connections,
             pool_idle,
             pool_max,
+            compensations,
+            unrecorded_cancels,
+            reconciler_passes,
+            reconciler_claimed,
         }
     }
 
@@ -85,7 +130,22 @@ impl Metrics {
     }
 
     /// The text exposition, with the pool gauges read now.
-    pub fn render(&self, db: &Db) -> String {
+    pub fn render(&self, db: &Db, snapshot: &Snapshot) -> String {
+        for status in ["pending", "requested", "confirmed", "failed"] {
+            let count = snapshot
+                .compensations
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            self.compensations.with_label_values(&[status]).set(count);
+        }
+        self.unrecorded_cancels
+            .set(i64::try_from(snapshot.unrecorded_cancels).unwrap_or(i64::MAX));
+        let (passes, claimed) = snapshot.reconciler;
+        self.reconciler_passes
+            .inc_by(passes.saturating_sub(self.reconciler_passes.get()));
+        self.reconciler_claimed
+            .inc_by(claimed.saturating_sub(self.reconciler_claimed.get()));
         let (connections, idle, max) = db.pool_state();
         self.pool_connections.set(connections.into());
         self.pool_idle.set(idle.into());

@@ -30,6 +30,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_BASE_URL`, or `http://{bound address}`: the base of returnUrl and notifyUrl.
     pub base_url: String,
+    /// The background reconciler (its counters go to `/metrics`).
+    pub reconciler: Arc<crate::checkout::reconciler::Reconciler>,
     /// Orders and payments: placing, returnUrl, approval saga, compensations.
     pub checkout: Arc<crate::checkout::Checkout>,
     /// The one KICC client (to KICC, or to the sandbox over HTTP in sandbox mode).

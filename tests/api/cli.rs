@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_kicc-checkout");
 
 /// A running `kicc-checkout` child, killed when dropped.
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Running {
@@ -22,7 +22,7 @@ impl Drop for Running {
 }
 
 /// Starts the binary in `cwd` on an ephemeral port and waits for its "listening on" line.
-fn start(cwd: &Path, vars: &[(&str, &str)]) -> Running {
+pub(crate) fn start(cwd: &Path, vars: &[(&str, &str)]) -> Running {
     let mut command = Command::new(BIN);
     command
         .current_dir(cwd)
@@ -220,4 +220,32 @@ fn other_bad_values_give_one_line() {
         &[("WEBHOOK_ALLOWED_IPS", "not-an-ip")],
         "WEBHOOK_ALLOWED_IPS",
     );
+}
+
+#[test]
+fn sigterm_stops_the_app_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = start(dir.path(), &[("RECONCILE_INTERVAL_SECS", "1")]);
+    let (status, _) = get(&format!("{}/healthz", app.base));
+    assert_eq!(status, 200);
+    let pid = app.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let exit = loop {
+        if let Some(exit) = app.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 40 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
 }

@@ -8,6 +8,7 @@ mod cart;
 mod checkout;
 mod cli;
 mod contract;
+mod crash;
 mod harness;
 mod kicc_client;
 mod migrations;

@@ -144,6 +144,13 @@ both_backends! {
         assert!(attempts[3].starts_with("compensation attempt 4: KICC accepted the cancel"), "{}", attempts[3]);
         let jobs = app.jobs(&no);
         assert_eq!((jobs.len(), jobs[0].status.as_str(), jobs[0].attempts), (1, "confirmed", 4));
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        assert!(metrics.contains("compensations{status=\"confirmed\"} 1"), "{metrics}");
+        assert!(metrics.contains("compensations{status=\"pending\"} 0"));
+        let passes: u64 = metrics.lines().find(|l| l.starts_with("reconciler_passes_total ")).unwrap()
+            .rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(passes >= 3, "{passes}");
+        assert!(metrics.contains("reconciler_items_claimed_total 3"), "{metrics}");
     }
 
     async fn a_cancel_that_always_fails_ends_needing_attention(test_db) {
