@@ -357,36 +357,77 @@ impl Checkout {
         if status.status != TradeStatus::Approved {
             return Ok(order);
         }
-        let amount = status.amount.unwrap_or_default();
-        let currency_ok = status
+        let found = CheckedApproval {
+            pg_cno,
+            amount: status.amount.unwrap_or_default(),
+            currency: status.currency,
+            approval_date: status.approval_date,
+            transaction_date: None,
+            call_id: call.call_id,
+        };
+        Ok(self
+            .settle_checked(&order, found, "returnUrl without an authorizationId")
+            .await?)
+    }
+
+    /// A status check (not the approval's own reply) found the payment approved: with the order's
+    /// amount and currency the order is paid; otherwise what was approved is cancelled.
+    /// `context` opens the timeline cause.
+    pub(crate) async fn settle_checked(
+        &self,
+        order: &Order,
+        found: CheckedApproval,
+        context: &str,
+    ) -> Result<Order, DbError> {
+        let same_currency = found
             .currency
             .as_deref()
             .is_none_or(|c| c == order.amount.currency().code());
-        if amount != order.amount.minor() || !currency_ok {
+        if found.amount != order.amount.minor() || !same_currency {
             let reason = format!(
-                "the status check found {amount} {} approved for an order of {}: cancel",
-                status.currency.unwrap_or_default(),
+                "{context}: the status check found {} {} approved for an order of {}: cancel",
+                found.amount,
+                found.currency.clone().unwrap_or_default(),
                 order.amount
             );
-            let plan = CancelPlan::WechatRevise { pg_cno, amount };
-            return Ok(self
-                .compensate(&order, OrderStatus::Pending, plan, reason, call.call_id)
-                .await?);
+            let plan = CancelPlan::WechatRevise {
+                pg_cno: found.pg_cno,
+                amount: found.amount,
+            };
+            return self
+                .compensate(order, order.status, plan, reason, found.call_id)
+                .await;
         }
+        let cause = format!(
+            "{context}: the status check found pgCno {} approved for {}: paid",
+            found.pg_cno, found.amount
+        );
         let patch = OrderPatch {
-            approval_date: status.approval_date.clone(),
+            pg_cno: Some(found.pg_cno),
+            approval_date: found.approval_date,
+            transaction_date: found.transaction_date,
             kicc_status_code: Some("TS01".into()),
             paid_at: Some(now()),
             ..Default::default()
         };
-        Ok(self
-            .transition(
-                &order,
-                OrderStatus::Pending,
-                OrderEvent::PaymentConfirmed,
-                format!("status check: pgCno {pg_cno} approved for {amount}"),
-                patch,
-            )
-            .await?)
+        self.transition(
+            order,
+            order.status,
+            OrderEvent::PaymentConfirmed,
+            cause,
+            patch,
+        )
+        .await
     }
+}
+
+/// What a status check found approved.
+pub(crate) struct CheckedApproval {
+    pub pg_cno: String,
+    pub amount: i64,
+    pub currency: Option<String>,
+    pub approval_date: Option<String>,
+    pub transaction_date: Option<String>,
+    /// The status check's own call.
+    pub call_id: Option<i64>,
 }

@@ -21,6 +21,7 @@ use chrono::TimeDelta;
 use serde_json::Value;
 
 use super::Checkout;
+use super::approval::CheckedApproval;
 use super::compensate::CancelPlan;
 use crate::db::claims::{self, Work};
 use crate::db::compensations::{self, Compensation};
@@ -367,43 +368,17 @@ impl Reconciler {
             Outcome::Accepted(found)
                 if found.pg_cno.is_some() && found.status == Some(TradeStatus::Approved) =>
             {
-                let pg_cno = found.pg_cno.clone().unwrap_or_default();
-                let amount = found.amount.unwrap_or_default();
-                if amount == order.amount.minor() {
-                    let patch = OrderPatch {
-                        pg_cno: Some(pg_cno.clone()),
-                        transaction_date: found.transaction_date.clone(),
-                        kicc_status_code: Some("TS01".into()),
-                        paid_at: Some(now()),
-                        ..Default::default()
-                    };
-                    let cause = format!(
-                        "{reason_prefix}; the status check found it approved for {amount} (pgCno {pg_cno}): settled"
-                    );
-                    self.checkout
-                        .transition(
-                            &order,
-                            order.status,
-                            OrderEvent::PaymentConfirmed,
-                            cause,
-                            patch,
-                        )
-                        .await?;
-                } else {
-                    let reason = format!(
-                        "{reason_prefix}; the status check found {amount} approved for an order of {}: cancel",
-                        order.amount
-                    );
-                    self.checkout
-                        .compensate(
-                            &order,
-                            order.status,
-                            CancelPlan::WechatRevise { pg_cno, amount },
-                            reason,
-                            Some(call_id),
-                        )
-                        .await?;
-                }
+                let checked = CheckedApproval {
+                    pg_cno: found.pg_cno.unwrap_or_default(),
+                    amount: found.amount.unwrap_or_default(),
+                    currency: None,
+                    approval_date: None,
+                    transaction_date: found.transaction_date,
+                    call_id: check.call_id,
+                };
+                self.checkout
+                    .settle_checked(&order, checked, &reason_prefix)
+                    .await?;
             }
             Outcome::Accepted(_) | Outcome::Declined { .. } => {
                 let cause = format!("{reason_prefix}; KICC has no approval for it");
@@ -466,45 +441,17 @@ impl Reconciler {
             .map_err(|e| DbError::Corrupt(e.to_string()))?;
         match call.outcome {
             Outcome::Accepted(status) if status.status == TradeStatus::Approved => {
-                let amount = status.amount.unwrap_or_default();
-                let same_currency = status
-                    .currency
-                    .as_deref()
-                    .is_none_or(|c| c == order.amount.currency().code());
-                if amount == order.amount.minor() && same_currency {
-                    let patch = OrderPatch {
-                        kicc_status_code: Some("TS01".into()),
-                        approval_date: status.approval_date.clone(),
-                        paid_at: Some(now()),
-                        ..Default::default()
-                    };
-                    let cause = format!(
-                        "reconciler: past its expiry, the status check found pgCno {pg_cno} approved for {amount}: paid"
-                    );
-                    self.checkout
-                        .transition(
-                            &order,
-                            order.status,
-                            OrderEvent::PaymentConfirmed,
-                            cause,
-                            patch,
-                        )
-                        .await?;
-                } else {
-                    let reason = format!(
-                        "reconciler: the status check found {amount} approved for an order of {}: cancel",
-                        order.amount
-                    );
-                    self.checkout
-                        .compensate(
-                            &order,
-                            order.status,
-                            CancelPlan::WechatRevise { pg_cno, amount },
-                            reason,
-                            call.call_id,
-                        )
-                        .await?;
-                }
+                let checked = CheckedApproval {
+                    pg_cno,
+                    amount: status.amount.unwrap_or_default(),
+                    currency: status.currency,
+                    approval_date: status.approval_date,
+                    transaction_date: None,
+                    call_id: call.call_id,
+                };
+                self.checkout
+                    .settle_checked(&order, checked, "reconciler: past its expiry")
+                    .await?;
                 Ok(true)
             }
             Outcome::Accepted(status) => {

@@ -9,11 +9,12 @@
 //! `applied` (a unique index), across threads and instances.
 
 use super::Checkout;
+use super::approval::CheckedApproval;
 use super::compensate::{CancelPlan, close_compensated_order, start_compensation};
 use crate::db::compensations;
-use crate::db::orders::{self, OrderPatch, Transition, TransitionOutcome};
+use crate::db::orders::{self, Transition, TransitionOutcome};
 use crate::db::webhook_deliveries::{self, NewDelivery};
-use crate::db::{AnyConnection, DbError, now, write_transaction};
+use crate::db::{AnyConnection, DbError, write_transaction};
 use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::webhook::{
     CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
@@ -411,43 +412,16 @@ impl Checkout {
         if status.status != TradeStatus::Approved {
             return Ok(order);
         }
-        let amount = status.amount.unwrap_or_default();
-        let same_currency = status
-            .currency
-            .as_deref()
-            .is_none_or(|c| c == order.amount.currency().code());
-        if amount != order.amount.minor() || !same_currency {
-            let reason = format!(
-                "the status check found {amount} approved for an order of {}: cancel (spec 04)",
-                order.amount
-            );
-            return self
-                .compensate(
-                    &order,
-                    order.status,
-                    CancelPlan::WechatRevise { pg_cno, amount },
-                    reason,
-                    call.call_id,
-                )
-                .await;
-        }
-        let patch = OrderPatch {
-            kicc_status_code: Some("TS01".into()),
-            approval_date: status.approval_date.clone(),
-            paid_at: Some(now()),
-            ..Default::default()
+        let found = CheckedApproval {
+            pg_cno,
+            amount: status.amount.unwrap_or_default(),
+            currency: status.currency,
+            approval_date: status.approval_date,
+            transaction_date: None,
+            call_id: call.call_id,
         };
-        let cause = format!(
-            "approval notification confirmed by the status check (pgCno {pg_cno}, amount {amount})"
-        );
-        self.transition(
-            &order,
-            order.status,
-            OrderEvent::PaymentConfirmed,
-            cause,
-            patch,
-        )
-        .await
+        self.settle_checked(&order, found, "approval notification confirmed (spec 04)")
+            .await
     }
 }
 

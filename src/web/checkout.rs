@@ -207,40 +207,21 @@ pub async fn submit(
                 ))
                 .finish(),
         }),
-        Err(CheckoutError::Declined { message, .. }) => {
-            // KICC's own words, and a fresh form key so trying again makes a new order.
-            let banner = format!("The payment could not be started: {message}. You can try again.");
-            let page = checkout_page(
-                &state,
-                &cart,
-                CheckoutForm {
-                    key: String::new(),
-                    ..form
-                },
-                Vec::new(),
-                Some(banner),
-            )
-            .await?;
-            Ok(super::render(
-                &page,
-                actix_web::http::StatusCode::BAD_GATEWAY,
-            ))
-        }
-        Err(CheckoutError::GatewayUnavailable { .. }) => {
-            let banner =
-                "The payment service did not answer. Nothing was charged; please try again."
-                    .to_owned();
-            let page = checkout_page(
-                &state,
-                &cart,
-                CheckoutForm {
-                    key: String::new(),
-                    ..form
-                },
-                Vec::new(),
-                Some(banner),
-            )
-            .await?;
+        Err(e @ (CheckoutError::Declined { .. } | CheckoutError::GatewayUnavailable { .. })) => {
+            let banner = match e {
+                // KICC's own words (with WeChat's decoded detail).
+                CheckoutError::Declined { message, .. } => {
+                    format!("The payment could not be started: {message}. You can try again.")
+                }
+                _ => "The payment service did not answer. Nothing was charged; please try again."
+                    .to_owned(),
+            };
+            // The values kept, and a fresh form key so trying again makes a new order.
+            let form = CheckoutForm {
+                key: String::new(),
+                ..form
+            };
+            let page = checkout_page(&state, &cart, form, Vec::new(), Some(banner)).await?;
             Ok(super::render(
                 &page,
                 actix_web::http::StatusCode::BAD_GATEWAY,

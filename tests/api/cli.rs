@@ -252,7 +252,15 @@ fn sigterm_stops_the_app_gracefully() {
 
 #[test]
 fn reconcile_once_runs_one_pass_and_exits() {
-    let (ok, stdout, stderr) = run(&["reconcile", "--once"], &[("DATABASE_URL", "sqlite://data/shop.db")]);
+    let (ok, stdout, stderr) = run(
+        &["reconcile", "--once"],
+        &[("DATABASE_URL", "sqlite://data/shop.db")],
+    );
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("reconciled: 0 claimed, 0 cancel attempts, 0 approvals resolved, 0 orders settled"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "reconciled: 0 claimed, 0 cancel attempts, 0 approvals resolved, 0 orders settled"
+        ),
+        "{stdout}"
+    );
 }

@@ -194,7 +194,7 @@ both_backends! {
         }
         assert_eq!(app.status(&paid).await, "paid");
         assert_eq!(app.status(&idle).await, "expired");
-        assert!(app.order_notes(&paid).iter().any(|(_, c)| c.contains("reconciler: past its expiry, the status check found")));
+        assert!(app.order_notes(&paid).iter().any(|(_, c)| c.contains("reconciler: past its expiry: the status check found")));
     }
 }
 
