@@ -154,7 +154,12 @@ impl Application {
         checkout.spawn_recorder(std::time::Duration::from_secs(2));
         let reconciler = Arc::new(Reconciler::new(checkout.clone(), config.gateway_timeout));
         let worker = reconciler.spawn(config.reconcile_interval);
+        let admin = crate::web::admin_auth::AdminAuth::new(
+            &config.admin_user,
+            secrecy::ExposeSecret::expose_secret(&config.admin_password),
+        );
         let state = web::Data::new(AppState {
+            admin,
             reconciler: reconciler.clone(),
             checkout,
             kicc,

@@ -4,6 +4,7 @@
 
 mod approval;
 mod compensate;
+mod merchant;
 mod place;
 pub mod reconciler;
 pub mod webhooks;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 pub use approval::{ReturnOutcome, ReturnParams};
 pub use compensate::RetryPolicy;
+pub use merchant::MerchantError;
 pub use place::{CheckoutError, Device, NextStep, OrderRequest, Placed, guest_customer_id};
 
 use crate::db::Db;

@@ -5,6 +5,7 @@
 //! `DATABASE_URL`. What the multi-connection cannot express (SQLite's `BEGIN IMMEDIATE`,
 //! PostgreSQL's advisory lock) is matched on the variant here and nowhere else.
 
+pub mod admin;
 pub mod app_keys;
 pub mod claims;
 pub mod compensations;

@@ -1,6 +1,8 @@
 //! HTTP: routes, handlers (thin: extract → call one function → page), pages, errors, metrics.
 //! Handlers never touch diesel; they call `Db::run` with a repository function.
 
+pub mod admin;
+pub mod admin_auth;
 pub mod api;
 mod assets;
 pub mod cart;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_BASE_URL`, or `http://{bound address}`: the base of returnUrl and notifyUrl.
     pub base_url: String,
+    /// Dashboard sign-in (argon2 hash of `ADMIN_PASSWORD`, failure limits).
+    pub admin: admin_auth::AdminAuth,
     /// The background reconciler (its counters go to `/metrics`).
     pub reconciler: Arc<crate::checkout::reconciler::Reconciler>,
     /// Orders and payments: placing, returnUrl, approval saga, compensations.
@@ -54,6 +58,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/orders/{no}", web::get().to(checkout::order_page))
         .route("/orders/{no}/qr.svg", web::get().to(checkout::qr_svg))
         .route("/orders/{no}/qr.png", web::get().to(checkout::qr_png))
+        .route("/admin/login", web::get().to(admin::login_form))
+        .route("/admin/login", web::post().to(admin::login))
+        .route("/admin/logout", web::post().to(admin::logout))
+        .route("/admin", web::get().to(admin::home))
+        .route("/admin/orders", web::get().to(admin::orders))
+        .route("/admin/orders.csv", web::get().to(admin::orders_csv))
+        .route("/admin/orders/{no}", web::get().to(admin::order))
+        .route("/admin/orders/{no}/cancel", web::post().to(admin::cancel))
+        .route("/admin/orders/{no}/sync", web::post().to(admin::sync))
+        .route("/admin/webhooks/unmatched", web::get().to(admin::unmatched))
         .route("/webhooks/kicc/payment", web::post().to(webhooks::receive))
         .route("/webhooks/kicc/cancel", web::post().to(webhooks::receive))
         .route("/api/products", web::get().to(api::list_products))
