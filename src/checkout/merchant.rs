@@ -6,7 +6,7 @@
 
 use super::Checkout;
 use crate::db::compensations::{self, AttemptResult, NewCompensation};
-use crate::db::orders::{self, OrderPatch, Transition, TransitionOutcome};
+use crate::db::orders::{self, Transition, TransitionOutcome};
 use crate::db::{DbError, now, write_transaction};
 use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::{CancelAmount, Outcome};
@@ -266,7 +266,6 @@ impl Checkout {
             self.settle_checked(&order, found, "merchant re-check")
                 .await?;
         }
-        let _ = OrderPatch::default();
         Ok(summary)
     }
 }

@@ -4,6 +4,7 @@
 #[macro_use]
 mod helpers;
 
+mod admin;
 mod cart;
 mod checkout;
 mod cli;
