@@ -135,11 +135,11 @@ pub fn list(
     };
     let mut query = filtered(filter, matching);
     if let Some(c) = before {
-        query = query.filter(
-            orders::created_at
-                .lt(c.created_at)
-                .or(orders::created_at.eq(c.created_at).and(orders::id.lt(c.id))),
-        );
+        // `created_at <= c` first: the index range starts at the cursor instead of the top (the
+        // plain `a < x OR (a = x AND b < y)` form made both engines walk the skipped rows).
+        query = query
+            .filter(orders::created_at.le(c.created_at))
+            .filter(orders::created_at.lt(c.created_at).or(orders::id.lt(c.id)));
     }
     let ids: Vec<(i64, NaiveDateTime)> = query
         .order((orders::created_at.desc(), orders::id.desc()))
