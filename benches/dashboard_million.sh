@@ -97,7 +97,7 @@ bench() {
         url="sqlite://$WORK/shop.db"
     else
         psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS kicc_bench" -c "CREATE DATABASE kicc_bench"
-        url="postgres://postgres@127.0.0.1:5432/kicc_bench?sslmode=disable"
+        url="postgres://postgres@127.0.0.1:5432/kicc_bench?sslmode=disable&gssencmode=disable"
     fi
     DATABASE_URL="$url" "$BIN" migrate >/dev/null
     local start=$SECONDS

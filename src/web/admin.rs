@@ -10,12 +10,12 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::admin_auth::{self, Session};
-use super::client_ip::client_ip;
+use super::client_ip;
 use super::error::WebError;
 use crate::checkout::MerchantError;
 use crate::db::admin::{self, Cursor, OrderFilter};
 use crate::db::{gateway_calls, orders, webhook_deliveries};
-use crate::domain::{Currency, Money, Order, ShopOrderNo};
+use crate::domain::{Currency, Money, Order};
 
 fn secure(state: &AppState) -> bool {
     state.base_url.starts_with("https://")
@@ -155,15 +155,7 @@ pub async fn login(
             "The sign-in form expired: reload it and try again (CSRF token missing or wrong).",
         );
     }
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let ip = client_ip(peer, forwarded, &state.config.trusted_proxies);
+    let ip = client_ip::of_request(&req, &state.config.trusted_proxies);
     if !state.admin.allowed(ip) {
         log::warn!("admin sign-in from {ip}: too many failures");
         return login_page(
@@ -581,19 +573,6 @@ pub struct FlashQuery {
     flash: Option<String>,
 }
 
-async fn load(state: &AppState, no: &str) -> Result<Order, WebError> {
-    let no = ShopOrderNo::parse(no).map_err(|_| WebError::NotFound {
-        what: "order".into(),
-    })?;
-    state
-        .db
-        .run(move |conn| orders::find_by_shop_order_no(conn, &no))
-        .await?
-        .ok_or_else(|| WebError::NotFound {
-            what: "order".into(),
-        })
-}
-
 pub async fn order(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -604,7 +583,7 @@ pub async fn order(
         Ok(s) => s,
         Err(r) => return Ok(*r),
     };
-    let order = load(&state, &no).await?;
+    let order = super::checkout::load_order(&state, &no).await?;
     let o = order.clone();
     let (lines, events, calls, deliveries) = state
         .db
@@ -759,7 +738,7 @@ pub async fn cancel(
     if let Err(r) = check_csrf(&session, &form.csrf) {
         return Ok(*r);
     }
-    let order = load(&state, &no).await?;
+    let order = super::checkout::load_order(&state, &no).await?;
     let amount = match form.amount.trim() {
         "" => None,
         text => match Money::parse_major(text, order.amount.currency()) {
@@ -797,7 +776,7 @@ pub async fn sync(
     if let Err(r) = check_csrf(&session, &form.csrf) {
         return Ok(*r);
     }
-    let order = load(&state, &no).await?;
+    let order = super::checkout::load_order(&state, &no).await?;
     let message = match state.checkout.merchant_recheck(&order.shop_order_no).await {
         Ok(summary) => format!("Re-checked: {summary}"),
         Err(MerchantError::Refused(why)) => format!("Not re-checked: {why}"),

@@ -259,7 +259,8 @@ pub async fn payment_return(
     }
 }
 
-async fn load_order(state: &AppState, no: &str) -> Result<Order, WebError> {
+/// An order by its number from a URL: 404 for anything that is not one.
+pub(super) async fn load_order(state: &AppState, no: &str) -> Result<Order, WebError> {
     let no = ShopOrderNo::parse(no).map_err(|_| WebError::NotFound {
         what: "order".into(),
     })?;

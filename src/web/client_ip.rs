@@ -26,6 +26,19 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     client
 }
 
+/// The client of a request (see [`client_ip`]).
+pub fn of_request(req: &actix_web::HttpRequest, trusted: &[IpNet]) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    client_ip(peer, forwarded, trusted)
+}
+
 /// Whether `ip` is in one of `allowed`.
 pub fn is_allowed(ip: IpAddr, allowed: &[IpNet]) -> bool {
     allowed.iter().any(|net| net.contains(&ip))

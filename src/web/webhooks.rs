@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 
 use super::AppState;
-use super::client_ip::{client_ip, is_allowed};
+use super::client_ip::{self, is_allowed};
 use crate::checkout::webhooks::{Delivery, FollowUp, MAX_BODY};
 
 /// Headers kept with a delivery (never cookies or credentials).
@@ -53,15 +53,7 @@ pub async fn receive(
         }
         body.extend_from_slice(&chunk);
     }
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let source = client_ip(peer, forwarded, &state.config.trusted_proxies);
+    let source = client_ip::of_request(&req, &state.config.trusted_proxies);
     let json_content_type = req
         .headers()
         .get(header::CONTENT_TYPE)

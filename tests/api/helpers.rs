@@ -113,11 +113,13 @@ impl TestDb {
             .expect("create database");
         let mut url = url::Url::parse(&postgres_admin_url()).expect("TEST_POSTGRES_URL is a URL");
         url.set_path(&name);
-        // Loopback needs no TLS, and libpq's OpenSSL teardown at process exit can crash a test
-        // process whose background threads still hold TLS connections (seen: SIGSEGV after a
-        // passing test). Plain connections unless the URL asks otherwise.
-        if !url.query_pairs().any(|(k, _)| k == "sslmode") {
-            url.query_pairs_mut().append_pair("sslmode", "disable");
+        // Loopback needs neither TLS nor GSSAPI. With them, libpq's OpenSSL and Kerberos
+        // teardown at process exit crashed test processes whose background threads still held
+        // connections (seen: SIGSEGV in OpenSSL, SIGABRT in k5_mutex_lock, after passing tests).
+        for (key, value) in [("sslmode", "disable"), ("gssencmode", "disable")] {
+            if !url.query_pairs().any(|(k, _)| k == key) {
+                url.query_pairs_mut().append_pair(key, value);
+            }
         }
         Some(Self {
             url: url.to_string(),
