@@ -6,11 +6,18 @@ use actix_web::{HttpResponse, web};
 use super::error::WebError;
 
 /// (name, content type, bytes) of every file under `static/`.
-const FILES: &[(&str, &str, &[u8])] = &[(
-    "style.css",
-    "text/css; charset=utf-8",
-    include_bytes!("../../static/style.css"),
-)];
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../static/style.css"),
+    ),
+    (
+        "order.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/order.js"),
+    ),
+];
 
 /// `GET /static/{file}`.
 pub async fn serve(file: web::Path<String>) -> Result<HttpResponse, WebError> {

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb};
 
-const PASSWORD: &str = "correct horse battery";
+pub const PASSWORD: &str = "correct horse battery";
 
 async fn app(test_db: TestDb) -> TestApp {
     TestApp::spawn_with(
@@ -31,7 +31,7 @@ fn hidden(html: &str, name: &str) -> String {
 
 impl TestApp {
     /// Signs in; returns the session's CSRF token.
-    async fn sign_in(&self) -> String {
+    pub async fn sign_in(&self) -> String {
         let form = self.get("/admin/login").await.text().await.unwrap();
         let token = hidden(&form, "csrf");
         let r = self
@@ -52,7 +52,7 @@ impl TestApp {
     }
 
     /// A paid ₩24,000 WeChat order.
-    async fn paid_order(&self) -> (String, String) {
+    pub async fn paid_order(&self) -> (String, String) {
         let created: Value = self.client.post(format!("{}/api/orders", self.address))
             .json(&json!({"items": [{"sku": "CANVAS-TOTE", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
                           "customer": {"name": "Dana", "email": "dana@example.com", "phone": "01012345678", "address": "Seoul"}}))

@@ -246,6 +246,9 @@ both_backends! {
         let order_page = app.get(&format!("/orders/{no}")).await.text().await.unwrap();
         assert!(order_page.contains("Scan to pay with WeChat Pay") && order_page.contains("<svg") && order_page.contains("$24.83"));
         assert!(order_page.contains("id=\"countdown\"") && order_page.contains("/static/order.js"));
+        let script = app.get("/static/order.js").await;
+        assert_eq!(script.status(), 200, "the live-status script is served");
+        assert!(script.text().await.unwrap().contains("/api/orders/"));
 
         let form = app.pay_wechat(&pg_cno, "pay").await;
         assert_eq!(form.0, format!("{}/checkout/return", app.address));
