@@ -21,9 +21,11 @@ pub struct OrderFilter {
     pub to: Option<NaiveDateTime>,
     /// shopOrderNo, pgCno or cancelPgCno (exact), customer email (exact) or name (contains).
     pub query: Option<String>,
+    /// Oldest first (default: newest first).
+    pub oldest_first: bool,
 }
 
-/// Where the next page starts: the last row's `(created_at, id)`, newest first.
+/// Where the next page starts: the last row's `(created_at, id)` in the list's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub created_at: NaiveDateTime,
@@ -134,15 +136,24 @@ pub fn list(
         None => None,
     };
     let mut query = filtered(filter, matching);
-    if let Some(c) = before {
-        // `created_at <= c` first: the index range starts at the cursor instead of the top (the
-        // plain `a < x OR (a = x AND b < y)` form made both engines walk the skipped rows).
-        query = query
+    // The cursor's own bound comes first (`created_at <= c`, or `>=` oldest first): the index
+    // range starts at the cursor instead of the end (the plain `a < x OR (a = x AND b < y)` form
+    // made both engines walk the skipped rows).
+    query = match (before, filter.oldest_first) {
+        (None, _) => query,
+        (Some(c), false) => query
             .filter(orders::created_at.le(c.created_at))
-            .filter(orders::created_at.lt(c.created_at).or(orders::id.lt(c.id)));
-    }
+            .filter(orders::created_at.lt(c.created_at).or(orders::id.lt(c.id))),
+        (Some(c), true) => query
+            .filter(orders::created_at.ge(c.created_at))
+            .filter(orders::created_at.gt(c.created_at).or(orders::id.gt(c.id))),
+    };
+    let query = if filter.oldest_first {
+        query.order((orders::created_at.asc(), orders::id.asc()))
+    } else {
+        query.order((orders::created_at.desc(), orders::id.desc()))
+    };
     let ids: Vec<(i64, NaiveDateTime)> = query
-        .order((orders::created_at.desc(), orders::id.desc()))
         .limit(limit + 1)
         .select((orders::id, orders::created_at))
         .load(conn)?;

@@ -358,6 +358,9 @@ pub struct ListQuery {
     to: String,
     #[serde(default)]
     q: String,
+    /// `oldest` for oldest first; newest first otherwise.
+    #[serde(default)]
+    sort: String,
     #[serde(default)]
     before: String,
 }
@@ -377,6 +380,7 @@ impl ListQuery {
             from: day(&self.from),
             to: day(&self.to).map(|d: NaiveDateTime| d + TimeDelta::days(1)),
             query: some(&self.q),
+            oldest_first: self.sort == "oldest",
         }
     }
 
@@ -389,6 +393,7 @@ impl ListQuery {
             .append_pair("from", &self.from)
             .append_pair("to", &self.to)
             .append_pair("q", &self.q)
+            .append_pair("sort", &self.sort)
             .finish()
     }
 }
