@@ -730,6 +730,22 @@ fn flash_to(no: &str, message: &str) -> HttpResponse {
     see_other(format!("/admin/orders/{no}?flash={message}"))
 }
 
+/// Back to the order page with what an action did (`done`) or why it did nothing (`refused`).
+fn action_result(
+    no: &str,
+    result: Result<String, MerchantError>,
+    refused: &str,
+) -> Result<HttpResponse, WebError> {
+    match result {
+        Ok(message) => Ok(flash_to(no, &message)),
+        Err(MerchantError::Refused(why)) => Ok(flash_to(no, &format!("{refused}: {why}"))),
+        Err(MerchantError::NotFound) => Err(WebError::NotFound {
+            what: "order".into(),
+        }),
+        Err(MerchantError::Db(e)) => Err(e.into()),
+    }
+}
+
 pub async fn cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -751,21 +767,15 @@ pub async fn cancel(
             Err(e) => return Ok(flash_to(&no, &format!("Not cancelled: {e}"))),
         },
     };
-    let message = match state
+    let result = state
         .checkout
         .merchant_cancel(&order.shop_order_no, amount)
-        .await
-    {
-        Ok(after) => format!("Cancel sent: the order is {}", after.status),
-        Err(MerchantError::Refused(why)) => format!("Not cancelled: {why}"),
-        Err(MerchantError::NotFound) => {
-            return Err(WebError::NotFound {
-                what: "order".into(),
-            });
-        }
-        Err(MerchantError::Db(e)) => return Err(e.into()),
-    };
-    Ok(flash_to(&no, &message))
+        .await;
+    action_result(
+        &no,
+        result.map(|after| format!("Cancel sent: the order is {}", after.status)),
+        "Not cancelled",
+    )
 }
 
 pub async fn sync(
@@ -782,17 +792,12 @@ pub async fn sync(
         return Ok(*r);
     }
     let order = super::checkout::load_order(&state, &no).await?;
-    let message = match state.checkout.merchant_recheck(&order.shop_order_no).await {
-        Ok(summary) => format!("Re-checked: {summary}"),
-        Err(MerchantError::Refused(why)) => format!("Not re-checked: {why}"),
-        Err(MerchantError::NotFound) => {
-            return Err(WebError::NotFound {
-                what: "order".into(),
-            });
-        }
-        Err(MerchantError::Db(e)) => return Err(e.into()),
-    };
-    Ok(flash_to(&no, &message))
+    let result = state.checkout.merchant_recheck(&order.shop_order_no).await;
+    action_result(
+        &no,
+        result.map(|summary| format!("Re-checked: {summary}")),
+        "Not re-checked",
+    )
 }
 
 #[derive(Template)]
