@@ -78,12 +78,18 @@ impl RetryPolicy {
 }
 
 impl Checkout {
-    /// Moves the order from `expected` to `compensating`, records the cancel job, and makes the
-    /// first attempt. Returns the order as it stands afterwards.
+    /// Moves the order to `compensating`, records the cancel job, and makes the first attempt.
+    /// Returns the order as it stands afterwards.
+    ///
+    /// The move starts from the order's status *now*, not from `seen` (where the caller found
+    /// it): every trigger here is a rule that MUST end in a cancel (spec 02/03/04, DESIGN §4),
+    /// and a concurrent path marking the order paid meanwhile (a notification confirmed by the
+    /// status check) does not lift it. Only an order already compensating or closed is left to
+    /// whoever got there first.
     pub(crate) async fn compensate(
         &self,
         order: &Order,
-        expected: OrderStatus,
+        seen: OrderStatus,
         plan: CancelPlan,
         reason: String,
         gateway_call_id: Option<i64>,
@@ -99,7 +105,7 @@ impl Checkout {
                     start_compensation(
                         conn,
                         id,
-                        Some(expected),
+                        None,
                         api,
                         amount,
                         currency,
@@ -111,7 +117,13 @@ impl Checkout {
             .await;
         let job = match started {
             Ok(Some(job)) => job,
-            Ok(None) => return self.reload(order.id).await,
+            Ok(None) => {
+                log::info!(
+                    "order {} (seen {seen}): compensation already under way or order closed ({reason})",
+                    order.shop_order_no
+                );
+                return self.reload(order.id).await;
+            }
             Err(e) => {
                 // The database cannot take the job: the money must go back anyway. Cancel
                 // in-process now; the record follows when the database answers again.
