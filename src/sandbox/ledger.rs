@@ -1215,6 +1215,25 @@ impl Ledger {
     // ------------------------------------------------------------------------------------------
     // Cancels: WeChat revise, generic revise (spec 06)
 
+    /// What both revise APIs check first (spec 06): merchant and key, pgCno, reviseTypeCode,
+    /// cancelReqDate, and msgAuthValue over `pgCno|shopTransactionId`. Returns the key, the
+    /// pgCno and whether the cancel is partial.
+    fn revise_checks<'r>(
+        &mut self,
+        ctx: &Ctx,
+        f: ReviseFields<'r>,
+        allowed: &[&str],
+    ) -> Result<(String, &'r str, bool), Refusal> {
+        let key = self.merchant_and_key(ctx, f.mall_id, f.key, v::optional(f.cancel_req_date))?;
+        let pg_cno = v::required("pgCno", f.pg_cno)?;
+        v::max_bytes("pgCno", pg_cno, 60)?;
+        let partial = revise_type(f.type_code, allowed)?;
+        let date = v::required("cancelReqDate", f.cancel_req_date)?;
+        v::request_date("cancelReqDate", date, ctx.now.date_naive())?;
+        check_msg_auth_value(ctx, pg_cno, &key, f.msg_auth_value)?;
+        Ok((key, pg_cno, partial))
+    }
+
     pub fn revise_wechat(&mut self, ctx: &Ctx, request: &Value) -> Outcome {
         let result = parse::<wire::WechatReviseRequest>(request)
             .and_then(|req| self.try_revise_wechat(ctx, req));
@@ -1226,18 +1245,18 @@ impl Ledger {
         ctx: &Ctx,
         req: wire::WechatReviseRequest,
     ) -> Result<Outcome, Refusal> {
-        let key = self.merchant_and_key(
+        let (key, pg_cno, partial) = self.revise_checks(
             ctx,
-            &req.mall_id,
-            &req.shop_transaction_id,
-            v::optional(&req.cancel_req_date),
+            ReviseFields {
+                mall_id: &req.mall_id,
+                key: &req.shop_transaction_id,
+                pg_cno: &req.pg_cno,
+                type_code: &req.revise_type_code,
+                cancel_req_date: &req.cancel_req_date,
+                msg_auth_value: &req.msg_auth_value,
+            },
+            &["40", "32"],
         )?;
-        let pg_cno = v::required("pgCno", &req.pg_cno)?;
-        v::max_bytes("pgCno", pg_cno, 60)?;
-        let partial = revise_type(&req.revise_type_code, &["40", "32"])?;
-        let date = v::required("cancelReqDate", &req.cancel_req_date)?;
-        v::request_date("cancelReqDate", date, ctx.now.date_naive())?;
-        check_msg_auth_value(ctx, pg_cno, &key, &req.msg_auth_value)?;
         let notify_url = v::optional(&req.notify_url);
         if let Some(url) = notify_url {
             v::http_url("notifyUrl", url, 1000)?;
@@ -1320,18 +1339,18 @@ impl Ledger {
         ctx: &Ctx,
         req: wire::GenericReviseRequest,
     ) -> Result<Outcome, Refusal> {
-        let key = self.merchant_and_key(
+        let (key, pg_cno, partial) = self.revise_checks(
             ctx,
-            &req.mall_id,
-            &req.shop_transaction_id,
-            v::optional(&req.cancel_req_date),
+            ReviseFields {
+                mall_id: &req.mall_id,
+                key: &req.shop_transaction_id,
+                pg_cno: &req.pg_cno,
+                type_code: &req.revise_type_code,
+                cancel_req_date: &req.cancel_req_date,
+                msg_auth_value: &req.msg_auth_value,
+            },
+            &["40", "32", "33"],
         )?;
-        let pg_cno = v::required("pgCno", &req.pg_cno)?;
-        v::max_bytes("pgCno", pg_cno, 60)?;
-        let partial = revise_type(&req.revise_type_code, &["40", "32", "33"])?;
-        let date = v::required("cancelReqDate", &req.cancel_req_date)?;
-        v::request_date("cancelReqDate", date, ctx.now.date_naive())?;
-        check_msg_auth_value(ctx, pg_cno, &key, &req.msg_auth_value)?;
         if let Some(message) = v::optional(&req.revise_message) {
             v::max_bytes("reviseMessage", message, 100)?;
         }
@@ -2062,6 +2081,16 @@ fn parse<T: DeserializeOwned>(request: &Value) -> Result<T, Refusal> {
     }
     serde_json::from_value(request.clone())
         .map_err(|e| Refusal::new(code::MALFORMED, format!("malformed request: {e}")))
+}
+
+/// The request fields both revise APIs share.
+struct ReviseFields<'r> {
+    mall_id: &'r Option<String>,
+    key: &'r Option<String>,
+    pg_cno: &'r Option<String>,
+    type_code: &'r Option<String>,
+    cancel_req_date: &'r Option<String>,
+    msg_auth_value: &'r Option<String>,
 }
 
 fn revise_type(value: &Option<String>, allowed: &[&str]) -> Result<bool, Refusal> {
