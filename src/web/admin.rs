@@ -46,6 +46,17 @@ fn forbidden(message: &str) -> HttpResponse {
         .body(message.to_owned())
 }
 
+/// A dashboard action: signed in, and the form's CSRF token is the session's.
+fn authorized_post(
+    req: &HttpRequest,
+    state: &AppState,
+    token: &str,
+) -> Result<Session, Box<HttpResponse>> {
+    let session = require(req, state)?;
+    check_csrf(&session, token)?;
+    Ok(session)
+}
+
 /// A POST's CSRF token must be the session's.
 fn check_csrf(session: &Session, token: &str) -> Result<(), Box<HttpResponse>> {
     if admin_auth::same_token(token, &session.csrf) {
@@ -195,11 +206,7 @@ pub async fn logout(
     req: HttpRequest,
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
-    let session = match require(&req, &state) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    if let Err(r) = check_csrf(&session, &form.csrf) {
+    if let Err(r) = authorized_post(&req, &state, &form.csrf) {
         return *r;
     }
     let mut response = see_other("/admin/login");
@@ -752,11 +759,7 @@ pub async fn cancel(
     no: web::Path<String>,
     form: web::Form<CancelForm>,
 ) -> Result<HttpResponse, WebError> {
-    let session = match require(&req, &state) {
-        Ok(s) => s,
-        Err(r) => return Ok(*r),
-    };
-    if let Err(r) = check_csrf(&session, &form.csrf) {
+    if let Err(r) = authorized_post(&req, &state, &form.csrf) {
         return Ok(*r);
     }
     let order = super::checkout::load_order(&state, &no).await?;
@@ -784,11 +787,7 @@ pub async fn sync(
     no: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
-    let session = match require(&req, &state) {
-        Ok(s) => s,
-        Err(r) => return Ok(*r),
-    };
-    if let Err(r) = check_csrf(&session, &form.csrf) {
+    if let Err(r) = authorized_post(&req, &state, &form.csrf) {
         return Ok(*r);
     }
     let order = super::checkout::load_order(&state, &no).await?;
