@@ -22,11 +22,7 @@ async fn app(test_db: TestDb) -> TestApp {
 }
 
 fn hidden(html: &str, name: &str) -> String {
-    html.split(&format!("name=\"{name}\" value=\""))
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap_or_default()
-        .to_owned()
+    crate::helpers::hidden_field(html, name).unwrap_or_default()
 }
 
 impl TestApp {

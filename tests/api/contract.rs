@@ -11,7 +11,7 @@ use kicc_checkout::kicc::{CancelAmount, KiccClient, Outcome, TradeStatus};
 use kicc_checkout::sandbox::{SandboxConfig, SandboxServer};
 use serde_json::{Value, json};
 
-use crate::helpers::{RawReply, RawServer, kicc_client, sample_order};
+use crate::helpers::{RawReply, RawServer, hidden_field, kicc_client, sample_order};
 
 /// The sandbox alone on port 0, with millisecond webhook backoff and no auto-approval.
 struct Sandbox {
@@ -117,12 +117,6 @@ impl Sandbox {
         hidden_field(&back, "authorizationId")
             .unwrap_or_else(|| panic!("no authorizationId in {back}"))
     }
-}
-
-fn hidden_field(html: &str, name: &str) -> Option<String> {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html.find(&marker)? + marker.len();
-    Some(html[start..].split('"').next()?.to_owned())
 }
 
 /// A WeChat trade registered and paid by the shopper: (order, pgCno, authorizationId).

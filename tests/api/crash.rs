@@ -88,14 +88,7 @@ async fn a_crash_mid_approval_is_settled_on_restart() {
         .text()
         .await
         .unwrap();
-    let auth = page
-        .split("name=\"authorizationId\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let auth = crate::helpers::hidden_field(&page, "authorizationId").expect("an authorizationId");
     let returning = {
         let (http, url) = (http.clone(), format!("{}/checkout/return", app.base));
         let form = [

@@ -397,3 +397,10 @@ pub fn kicc_client(
     settings.timeout = timeout;
     kicc_checkout::kicc::KiccClient::new(settings, db.clone()).expect("client")
 }
+
+/// The value of the input called `name` in an HTML page (forms of the app and the sandbox).
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    Some(html[start..].split('"').next()?.to_owned())
+}

@@ -60,10 +60,7 @@ impl TestApp {
             .text()
             .await
             .unwrap();
-        html.split("name=\"authorizationId\" value=\"")
-            .nth(1)
-            .map(|s| s.split('"').next().unwrap().to_owned())
-            .unwrap_or_default()
+        crate::helpers::hidden_field(&html, "authorizationId").unwrap_or_default()
     }
 
     async fn status(&self, no: &str) -> String {

@@ -206,7 +206,7 @@ both_backends! {
         // The shopper pays and comes back: the approval is right, the notification is not.
         let html = app.client.post(format!("{}/sandbox/wechat/pay/{pg_cno}", app.address)).form(&[("action", "pay")])
             .send().await.unwrap().text().await.unwrap();
-        let auth = html.split("name=\"authorizationId\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let auth = crate::helpers::hidden_field(&html, "authorizationId").expect("an authorizationId");
         app.post_form("/checkout/return", &[("resCd", "0000"), ("shopOrderNo", &no), ("authorizationId", &auth)]).await;
         app.until_status(&no, "cancelled").await;
         assert_eq!(app.sandbox_status(&pg_cno).await, "TS02");
@@ -335,14 +335,8 @@ async fn storm(app: &TestApp, other: Option<&TestApp>) {
             .text()
             .await
             .unwrap();
-        let auth = html
-            .split("name=\"authorizationId\" value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap()
-            .to_owned();
+        let auth =
+            crate::helpers::hidden_field(&html, "authorizationId").expect("an authorizationId");
         let before = app.kicc_deliveries().len();
         let body = approval_body(&no, &pg_cno, 24000, "KRW");
         let mut tasks = Vec::new();
