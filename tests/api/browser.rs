@@ -307,6 +307,14 @@ async fn a_merchant_finds_an_order_and_cancels_part_of_it() {
         .click()
         .await
         .unwrap();
+    // The unfiltered list shows the same link: wait for the search's page, or the click may land
+    // on the old page as it goes away.
+    eventually(c, "the search results", async |c| {
+        c.current_url()
+            .await
+            .is_ok_and(|u| u.query().is_some_and(|q| q.contains("q=")))
+    })
+    .await;
     c.wait()
         .for_element(Locator::Css(&format!("a[href='/admin/orders/{no}']")))
         .await
