@@ -35,6 +35,21 @@ enum Command {
     /// Serve the sandbox gateway alone, KICC's paths at the root (point an app at it with
     /// KICC_API_BASE=http://ADDR). Reads KICC_MALL_ID, KICC_SECRET_KEY, KICCPAY_*,
     /// SANDBOX_WEBHOOK_BACKOFF_MS and SANDBOX_AUTO_APPROVE_MS.
+    /// The KICC integration review: every critical rule of KICC's spec run end to end on a
+    /// throwaway app (a temporary SQLite file unless DATABASE_URL is set) against a sandbox
+    /// gateway. Prints one block per scenario; exits 1 if any fails.
+    Review {
+        /// Also write the report as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<std::path::PathBuf>,
+        /// Also write the report as one self-contained HTML file (with the evidence) to FILE.
+        #[arg(long, value_name = "FILE")]
+        html: Option<std::path::PathBuf>,
+        /// A sandbox already running (`kicc-checkout sandbox`), e.g. http://127.0.0.1:8081;
+        /// default: the review starts its own on loopback.
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
+    },
     Sandbox {
         /// Address to listen on.
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
@@ -47,19 +62,34 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(),
-        Command::Migrate => migrate(),
-        Command::Reconcile { once } => reconcile(once),
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The review prints its own report; its apps' logs (full of the failures it provokes on
+    // purpose) only with RUST_LOG.
+    let default_level = if matches!(command, Command::Review { .. }) {
+        "off"
+    } else {
+        "info"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .init();
+    let result = match command {
+        Command::Review {
+            json,
+            html,
+            gateway,
+        } => review(json, html, gateway),
+        Command::Serve => serve().map(|()| true),
+        Command::Migrate => migrate().map(|()| true),
+        Command::Reconcile { once } => reconcile(once).map(|()| true),
         Command::Sandbox {
             bind,
             public_base_url,
-        } => sandbox(bind, public_base_url),
+        } => sandbox(bind, public_base_url).map(|()| true),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(error) => {
             // One line, naming the variable at fault.
             let line = error
@@ -123,6 +153,79 @@ fn sandbox(bind: SocketAddr, public_base_url: Option<String>) -> Result<(), Star
             .await
             .map_err(StartupError::Server)
     })
+}
+
+/// Runs the review; `Ok(false)` when a scenario failed (exit 1).
+fn review(
+    json: Option<std::path::PathBuf>,
+    html: Option<std::path::PathBuf>,
+    gateway: Option<String>,
+) -> Result<bool, StartupError> {
+    use std::io::{IsTerminal, Write};
+
+    use kicc_checkout::review::{self, Progress, ReviewOptions, report::scenario_block};
+
+    let database_url = match std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
+        Some(url) => {
+            Some(DatabaseUrl::parse(&url).map_err(|p| ConfigError::new("DATABASE_URL", p))?)
+        }
+        None => None,
+    };
+    if let Some(url) = &gateway
+        && url::Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .is_none()
+    {
+        return Err(
+            ConfigError::new("--gateway", format!("`{url}` must be an http:// URL")).into(),
+        );
+    }
+    let options = ReviewOptions {
+        gateway,
+        database_url,
+    };
+    let live = std::io::stderr().is_terminal();
+    let report = actix_web::rt::System::new().block_on(async move {
+        review::run(&options, |event| match event {
+            Progress::Started { index, total, info } => {
+                if live {
+                    eprint!("\r\x1b[2K[{:>2}/{total}] running {} …", index + 1, info.id);
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            Progress::Finished {
+                index,
+                total,
+                result,
+            } => {
+                if live {
+                    eprint!("\r\x1b[2K");
+                }
+                print!("{}", scenario_block(index, total, result));
+                let _ = std::io::stdout().flush();
+            }
+        })
+        .await
+    });
+    let report = report.map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
+    println!();
+    print!("{}", report.summary_table());
+    for (path, body) in [(&json, report.to_json()), (&html, report.to_html())] {
+        if let Some(path) = path {
+            std::fs::write(path, body).map_err(|e| {
+                StartupError::Server(std::io::Error::other(format!(
+                    "cannot write {}: {e}",
+                    path.display()
+                )))
+            })?;
+            println!("report written to {}", path.display());
+        }
+    }
+    Ok(report.all_passed())
 }
 
 fn migrate() -> Result<(), StartupError> {

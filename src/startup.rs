@@ -164,6 +164,7 @@ impl Application {
             checkout,
             kicc,
             cookie_key,
+            review: Default::default(),
             db,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
@@ -239,6 +240,12 @@ impl Application {
             log::warn!("reconciler did not finish within 30 s of shutdown");
         }
         served
+    }
+
+    /// Stops the server (and, through `run_until_stopped`, the reconciler) without a signal:
+    /// for apps started inside another process, like the review's.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// The reconciler (tests run passes on demand).

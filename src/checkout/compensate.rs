@@ -153,6 +153,30 @@ impl Checkout {
             .await?
             .ok_or(DbError::NotFound)?;
         let first_date = stored.cancel_req_date.clone();
+        if stored.attempts > 0
+            && let CancelPlan::WechatRevise { pg_cno, .. } = plan
+            && self.cancel_already_done(order, pg_cno).await?
+        {
+            // Spec 06: after a cancel whose answer was lost or refused, "do not retry blindly:
+            // check status first". The earlier attempt went through: nothing to send.
+            let (id, full) = (order.id, order.amount.minor());
+            return self
+                .db
+                .run(move |conn| {
+                    write_transaction(conn, |conn| {
+                        if compensations::mark_confirmed(conn, job, None)? {
+                            close_compensated_order(
+                                conn,
+                                id,
+                                full,
+                                "status check before a retry: an earlier cancel is done (spec 06)",
+                            )?;
+                        }
+                        orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
+                    })
+                })
+                .await;
+        }
         let (key, date, result) = match plan {
             CancelPlan::WechatRevise { pg_cno, .. } => {
                 let call = self
@@ -169,15 +193,7 @@ impl Checkout {
                 let confirmed = match &call.outcome {
                     Outcome::Accepted(accepted) => {
                         // Accepted means requested (spec 06): confirm with the status check.
-                        let check = self
-                            .kicc
-                            .wechat_find(Some(order.id), pg_cno)
-                            .await
-                            .map_err(|e| DbError::Corrupt(e.to_string()))?;
-                        let cancelled = check
-                            .outcome
-                            .accepted()
-                            .is_some_and(|s| s.status == TradeStatus::Cancelled);
+                        let cancelled = self.cancel_already_done(order, pg_cno).await?;
                         Ok((accepted.cancel_pg_cno.clone(), cancelled))
                     }
                     other => Err(describe(other)),
@@ -281,6 +297,19 @@ impl Checkout {
                 })
             })
             .await
+    }
+
+    /// Whether KICC's payment status check says the trade is already fully cancelled.
+    async fn cancel_already_done(&self, order: &Order, pg_cno: &str) -> Result<bool, DbError> {
+        let check = self
+            .kicc
+            .wechat_find(Some(order.id), pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        Ok(check
+            .outcome
+            .accepted()
+            .is_some_and(|s| s.status == TradeStatus::Cancelled))
     }
 
     async fn reload(&self, id: i64) -> Result<Order, DbError> {

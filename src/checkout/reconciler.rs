@@ -51,6 +51,8 @@ pub struct Reconciler {
     unanswered_after: TimeDelta,
     batch: i64,
     stopping: AtomicBool,
+    /// Wakes the timer loop at once when stopping (an interval can be long).
+    wake: tokio::sync::Notify,
     passes: AtomicU64,
     claimed: AtomicU64,
 }
@@ -69,6 +71,7 @@ impl Reconciler {
             unanswered_after: timeout + TimeDelta::seconds(5),
             batch: 50,
             stopping: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
             passes: AtomicU64::new(0),
             claimed: AtomicU64::new(0),
         }
@@ -89,6 +92,8 @@ impl Reconciler {
     /// Stop taking new work (graceful shutdown); the item in hand is finished.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // A permit is kept if the loop is not waiting yet.
+        self.wake.notify_one();
     }
 
     fn stopped(&self) -> bool {
@@ -487,7 +492,10 @@ impl Reconciler {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = reconciler.wake.notified() => {}
+                }
                 if reconciler.stopped() {
                     break;
                 }

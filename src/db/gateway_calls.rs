@@ -125,6 +125,18 @@ pub fn for_order(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<GatewayC
         .load(conn)?)
 }
 
+/// Calls requested at or after `since`, oldest first (the review's run-wide checks).
+pub fn requested_since(
+    conn: &mut AnyConnection,
+    since: NaiveDateTime,
+) -> Result<Vec<GatewayCall>, DbError> {
+    Ok(gateway_calls::table
+        .filter(gateway_calls::requested_at.ge(since))
+        .order(gateway_calls::id.asc())
+        .select(GatewayCall::as_select())
+        .load(conn)?)
+}
+
 /// Every call, oldest first (tests and audits of small databases).
 pub fn all(conn: &mut AnyConnection) -> Result<Vec<GatewayCall>, DbError> {
     Ok(gateway_calls::table

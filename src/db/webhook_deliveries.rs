@@ -149,6 +149,41 @@ pub fn for_order(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<Delivery
         .load(conn)?)
 }
 
+/// Deliveries about one order, oldest first: those matched to it, and those naming its pgCno
+/// that were never matched (refused at the door: a stranger's IP, a bad body).
+pub fn about_order(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    pg_cno: Option<&str>,
+) -> Result<Vec<Delivery>, DbError> {
+    let mut query = webhook_deliveries::table
+        .filter(webhook_deliveries::order_id.eq(order_id))
+        .into_boxed();
+    if let Some(pg_cno) = pg_cno {
+        query = query.or_filter(
+            webhook_deliveries::order_id
+                .is_null()
+                .and(webhook_deliveries::pg_cno.eq(pg_cno.to_owned())),
+        );
+    }
+    Ok(query
+        .order(webhook_deliveries::id.asc())
+        .select(Delivery::as_select())
+        .load(conn)?)
+}
+
+/// Deliveries received at or after `since`, oldest first (the review's run-wide checks).
+pub fn received_since(
+    conn: &mut AnyConnection,
+    since: NaiveDateTime,
+) -> Result<Vec<Delivery>, DbError> {
+    Ok(webhook_deliveries::table
+        .filter(webhook_deliveries::received_at.ge(since))
+        .order(webhook_deliveries::id.asc())
+        .select(Delivery::as_select())
+        .load(conn)?)
+}
+
 /// Deliveries that matched no order, newest first (the dashboard's unmatched list).
 pub fn unmatched(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Delivery>, DbError> {
     Ok(webhook_deliveries::table

@@ -266,6 +266,10 @@ pub struct Attempt {
     #[serde(flatten)]
     pub outcome: AttemptOutcome,
     pub acked: bool,
+    /// From sending to the merchant's full answer (or the error); none when dropped. Spec 04/05:
+    /// the merchant must answer within 10 seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elapsed_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -1634,6 +1638,7 @@ impl Ledger {
             aprv_no: approval.approval_no.clone(),
             van_trx_no: approval.van_trx_no.clone(),
             card_confirm_no: "1234-56**-****-1234".into(),
+            trx_amt: approval.amount,
         };
         let late = trade
             .scenario
@@ -2003,6 +2008,7 @@ impl Ledger {
         at: &Kst,
         outcome: AttemptOutcome,
         acked: bool,
+        elapsed: Option<std::time::Duration>,
     ) -> bool {
         let Some(delivery) = self.deliveries.get_mut(&id) else {
             return true;
@@ -2023,6 +2029,7 @@ impl Ledger {
             at: stamp(at),
             outcome,
             acked,
+            elapsed_ms: elapsed.map(|e| u64::try_from(e.as_millis()).unwrap_or(u64::MAX)),
         });
         if acked {
             delivery.state = DeliveryState::Acked;

@@ -57,7 +57,7 @@
 //!   included, retrieveTransaction finds it) and its reply is sent `count` ms later.
 //! - `approval_amount_mismatch`: the trade is approved for one minor unit more than ordered;
 //!   the reply (with a valid msgAuthValue), the webhook and status checks all say so. KICC Pay's
-//!   reply carries no amount: no visible effect there.
+//!   reply says so in its `trxAmt` (an echo the sandbox adds; docs/KICC-ASSUMPTIONS.md).
 //! - `bad_mac`: the v2 approval reply's msgAuthValue does not verify (still 64 hex digits); the
 //!   trade is approved. No effect on KICC Pay (no msgAuthValue).
 //! - `webhook_first` (WeChat): Pay approves at once and the approval webhook's first attempt is

@@ -71,6 +71,11 @@ impl SandboxServer {
         &self.state
     }
 
+    /// Stops the server without a signal (the review runner's own sandbox).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGINT/SIGTERM.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await

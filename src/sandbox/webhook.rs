@@ -38,14 +38,16 @@ pub async fn deliver(state: web::Data<SandboxState>, id: u64) {
             return;
         };
         let at = SandboxState::now();
-        let (outcome, acked) = if plan.dropped {
-            (AttemptOutcome::Dropped, false)
+        let started = std::time::Instant::now();
+        let (outcome, acked, elapsed) = if plan.dropped {
+            (AttemptOutcome::Dropped, false, None)
         } else {
-            send(&state.http, &plan).await
+            let (outcome, acked) = send(&state.http, &plan).await;
+            (outcome, acked, Some(started.elapsed()))
         };
         let finished = state
             .ledger()
-            .end_attempt(id, plan.number, &at, outcome, acked);
+            .end_attempt(id, plan.number, &at, outcome, acked, elapsed);
         if finished {
             return;
         }

@@ -384,6 +384,10 @@ pub struct KiccPayApprovalResponse {
     pub aprv_no: String,
     pub van_trx_no: String,
     pub card_confirm_no: String,
+    /// Not in spec 03's table: the approved amount, echoed (KICC may add fields; spec 06). Spec
+    /// 03 asks the merchant to compare "the approved amount in the response" with its own, so
+    /// the sandbox says what it approved (docs/KICC-ASSUMPTIONS.md).
+    pub trx_amt: i64,
 }
 
 #[derive(Debug, Serialize)]

@@ -17,6 +17,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "text/javascript; charset=utf-8",
         include_bytes!("../../static/order.js"),
     ),
+    (
+        "review.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../static/review.js"),
+    ),
+    (
+        "review.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../static/review.css"),
+    ),
 ];
 
 /// `GET /static/{file}`.

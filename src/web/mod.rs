@@ -13,6 +13,7 @@ mod health;
 pub mod metrics;
 pub mod pages;
 pub mod qr;
+mod review;
 mod shop;
 mod webhooks;
 
@@ -42,6 +43,8 @@ pub struct AppState {
     pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
     pub cookie_key: actix_web::cookie::Key,
+    /// The integration review started from `/review` (sandbox mode).
+    pub review: Arc<review::ReviewBoard>,
 }
 
 /// Every route of the app (DESIGN §3), in one table.
@@ -77,6 +80,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(api::create_order)),
         )
         .route("/api/orders/{no}", web::get().to(api::get_order))
+        .route("/review", web::get().to(review::page))
+        .route("/review", web::post().to(review::start))
+        .route("/review/run.json", web::get().to(review::status))
+        .route("/review/report.html", web::get().to(review::report_html))
+        .route("/review/report.json", web::get().to(review::report_json))
         .route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(health::metrics))
         .route("/static/{file}", web::get().to(assets::serve));

@@ -364,3 +364,93 @@ async fn a_merchant_finds_an_order_and_cancels_part_of_it() {
     );
     b.client.clone().close().await.unwrap();
 }
+
+/// A reviewer opens /review, presses Run, and watches the table fill in to all PASS without
+/// reloading; the full report with its evidence opens from the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_review_page_runs_to_all_pass() {
+    let app = app().await;
+    let Some(b) = browser(None).await else { return };
+    let c = &b.client;
+    c.goto(&format!("{}/", app.address)).await.unwrap();
+    c.find(Locator::Css("nav a[href='/review']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("run-review"))
+        .await
+        .unwrap();
+    assert_eq!(heading(c).await, "KICC integration review");
+    let total = kicc_checkout::review::SCENARIOS.len();
+    let waiting = c
+        .find_all(Locator::Css("tr[id^='row-'] .tag.waiting"))
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), total, "every scenario listed, none run");
+    c.find(Locator::Id("run-review"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // Rows turn PASS as scenarios finish (the page is not reloaded: the script fills them in).
+    let mut saw_partial = false;
+    for _ in 0..600 {
+        let passed = c
+            .find_all(Locator::Css("tr[id^='row-'] .tag.pass"))
+            .await
+            .unwrap()
+            .len();
+        let failed = c
+            .find_all(Locator::Css("tr[id^='row-'] .tag.fail"))
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(
+            failed,
+            0,
+            "a scenario failed:\n{}",
+            c.source().await.unwrap()
+        );
+        if passed > 0 && passed < total {
+            saw_partial = true;
+        }
+        if passed == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let progress = c
+        .find(Locator::Id("progress"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(progress, format!("All {total} scenarios PASS"));
+    assert!(saw_partial, "the table filled in while the review ran");
+    let summary = c
+        .find(Locator::Id("summary"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(summary.contains("slowest webhook ack"), "{summary}");
+    c.find(Locator::Id("report-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("section.scenario details"))
+        .await
+        .unwrap();
+    let report = c.source().await.unwrap();
+    assert!(report.contains(&format!("All {total} scenarios PASS")));
+    assert!(report.contains("Evidence: order"));
+}

@@ -15,6 +15,7 @@ mod harness;
 mod kicc_client;
 mod migrations;
 mod reconciler;
+mod review;
 mod sandbox;
 mod serving;
 mod state_machine;

@@ -1,0 +1,33 @@
+//! Faults a test build can switch on to break one KICC rule on purpose, so a test can show that
+//! the integration review notices (issue 8). Compiled only with the `fault-injection` feature,
+//! which only the crate's own tests enable (a dev-dependency on itself): a release build has no
+//! switch at all, and every check below is then a constant `false`.
+
+#[cfg(feature = "fault-injection")]
+mod switches {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static SKIP_AMOUNT_CHECK: AtomicBool = AtomicBool::new(false);
+
+    /// Breaks spec 02/03's amount rule: an approval whose amount differs is treated as equal.
+    /// Process-wide: only for tests that run in a process of their own (nextest does).
+    pub fn skip_amount_check(on: bool) {
+        SKIP_AMOUNT_CHECK.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn amount_check_skipped() -> bool {
+        SKIP_AMOUNT_CHECK.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+pub use switches::skip_amount_check;
+
+#[cfg(feature = "fault-injection")]
+pub(crate) use switches::amount_check_skipped;
+
+/// Without the feature: never.
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) const fn amount_check_skipped() -> bool {
+    false
+}
