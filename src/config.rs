@@ -157,6 +157,29 @@ pub struct Config {
     /// doubles per attempt (capped at one hour), with ±20% jitter.
     pub compensation_backoff: Duration,
     pub sandbox: SandboxSettings,
+    /// `PAYMENT_PAGE_ORIGINS`: where `POST /checkout` may send the browser besides the KICC API
+    /// and the KICC Pay window (the CSP's `form-action`, see `web::security`).
+    pub payment_page_origins: PaymentPageOrigins,
+}
+
+/// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentPageOrigins {
+    /// Unset: none in sandbox mode (its pages are on this origin); any https page in live mode.
+    Default,
+    /// Exactly these origins (`https://host[:port]`).
+    Listed(Vec<String>),
+}
+
+impl PaymentPageOrigins {
+    /// CSP sources for `form-action`.
+    pub fn sources(&self, sandbox: bool) -> Vec<String> {
+        match self {
+            PaymentPageOrigins::Listed(origins) => origins.clone(),
+            PaymentPageOrigins::Default if sandbox => Vec::new(),
+            PaymentPageOrigins::Default => vec!["https:".to_owned()],
+        }
+    }
 }
 
 impl Config {
@@ -346,6 +369,10 @@ impl Config {
             30_000,
             1..=3_600_000,
         )?);
+        let payment_page_origins = match get("PAYMENT_PAGE_ORIGINS")? {
+            None => PaymentPageOrigins::Default,
+            Some(v) => PaymentPageOrigins::Listed(origin_list("PAYMENT_PAGE_ORIGINS", &v)?),
+        };
         let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
@@ -367,6 +394,7 @@ impl Config {
             compensation_max_attempts,
             compensation_backoff,
             sandbox: sandbox_settings,
+            payment_page_origins,
         })
     }
 
@@ -395,6 +423,26 @@ fn http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::new(var, "must not have a query or fragment"));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// A comma list of origins (`https://host[:port]`, no path, query or fragment).
+fn origin_list(var: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let url = http_url(var, item)?;
+            let parsed = url::Url::parse(&url).map_err(|e| ConfigError::new(var, e.to_string()))?;
+            if parsed.path() != "/" {
+                return Err(ConfigError::new(
+                    var,
+                    format!("`{item}` is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
+            Ok(parsed.origin().ascii_serialization())
+        })
+        .collect()
 }
 
 fn ascii_field(var: &'static str, value: &str, max: usize) -> Result<(), ConfigError> {
@@ -603,6 +651,8 @@ mod tests {
             ("SANDBOX_WEBHOOK_BACKOFF_MS", "2s"),
             ("SANDBOX_AUTO_APPROVE_MS", "-1"),
             ("SANDBOX_AUTO_APPROVE_MS", "ten"),
+            ("PAYMENT_PAGE_ORIGINS", "https://pay.example.com/path"),
+            ("PAYMENT_PAGE_ORIGINS", "javascript:alert(1)"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -171,6 +171,8 @@ impl Application {
         });
         let app_state = state.clone();
         let app_sandbox = sandbox.clone();
+        let security_headers =
+            crate::web::security::SecurityHeaders::new(&state.config, &state.base_url);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
@@ -183,6 +185,8 @@ impl Application {
                             format!("{} {}", req.method(), req.path())
                         }),
                 )
+                // Outermost: every response, the 404 page and extractor errors too.
+                .wrap(security_headers.middleware())
                 .configure(crate::web::routes)
                 .configure(|cfg| {
                     if let Some(sandbox) = &app_sandbox {

@@ -217,7 +217,7 @@ fn parse_quantity(text: Option<&str>, allow_zero: bool) -> Result<u32, WebError>
 fn back_to_cart(state: &AppState, cart: &Cart) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/cart"))
-        .cookie(cart.cookie(&state.cookie_key, state.base_url.starts_with("https://")))
+        .cookie(cart.cookie(&state.cookie_key, state.https()))
         .finish()
 }
 

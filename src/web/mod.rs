@@ -13,6 +13,7 @@ mod health;
 pub mod metrics;
 pub mod pages;
 pub mod qr;
+pub mod security;
 mod shop;
 mod webhooks;
 
@@ -42,6 +43,13 @@ pub struct AppState {
     pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
     pub cookie_key: actix_web::cookie::Key,
+}
+
+impl AppState {
+    /// Served over https (`PUBLIC_BASE_URL`): cookies are `Secure`.
+    pub fn https(&self) -> bool {
+        security::is_https(&self.base_url)
+    }
 }
 
 /// Every route of the app (DESIGN §3), in one table.

@@ -170,7 +170,10 @@ impl Drop for TestDb {
 /// The app on port 0 with its own database, served in the background.
 #[allow(dead_code)] // `db` is for tests that look behind the HTTP answers.
 pub struct TestApp {
+    /// `PUBLIC_BASE_URL` (by default the bound address).
     pub address: String,
+    /// The bound address, `http://127.0.0.1:PORT`, whatever `PUBLIC_BASE_URL` says.
+    pub local_address: String,
     pub db: Db,
     pub client: reqwest::Client,
     /// Its reconciler, for passes on demand.
@@ -217,6 +220,7 @@ impl TestApp {
         .expect("test configuration");
         let app = Application::build(config).await.expect("app builds");
         let address = app.base_url().to_owned();
+        let local_address = format!("http://{}", app.local_addr());
         let db = app.state().db.clone();
         let reconciler = app.reconciler().clone();
         tokio::spawn(app.run_until_stopped());
@@ -227,6 +231,7 @@ impl TestApp {
             .expect("client");
         Self {
             address,
+            local_address,
             db,
             client,
             reconciler,
