@@ -176,6 +176,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .wrap(from_fn(crate::web::csrf::issue_cookie))
                 .wrap(from_fn(crate::web::metrics::track))
                 // Method, path (never the query string: a returnUrl GET carries authorizationId),
                 // status, time, peer.

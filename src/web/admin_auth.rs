@@ -86,7 +86,7 @@ impl AdminAuth {
     }
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -105,12 +105,19 @@ fn signed_cookie(
     cookie.set_max_age(actix_web::cookie::time::Duration::seconds(
         max_age.as_secs() as i64,
     ));
-    let mut jar = CookieJar::new();
-    jar.signed_mut(key).add(cookie);
-    jar.get(name).expect("just added").clone()
+    sign(key, cookie)
 }
 
-fn read_signed(req: &HttpRequest, key: &Key, name: &str) -> Option<String> {
+/// `cookie` with its value signed by `key` (readable back only through [`read_signed`]).
+pub(super) fn sign(key: &Key, cookie: Cookie<'static>) -> Cookie<'static> {
+    let name = cookie.name().to_owned();
+    let mut jar = CookieJar::new();
+    jar.signed_mut(key).add(cookie);
+    jar.get(&name).expect("just added").clone()
+}
+
+/// The value of the signed cookie `name`, if its signature verifies.
+pub(super) fn read_signed(req: &HttpRequest, key: &Key, name: &str) -> Option<String> {
     let cookie = req.cookie(name)?;
     let mut jar = CookieJar::new();
     jar.add_original(cookie);

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::cart::{Cart, CurrencyQuery, price};
+use super::csrf::ShopCsrf;
 use super::error::WebError;
 use super::pages::{CartLineView, CheckoutPage, FieldError, Layout, OrderLineView, OrderPage};
 use super::qr;
@@ -36,6 +37,9 @@ pub struct CheckoutForm {
     pub key: String,
     #[serde(default)]
     pub device: String,
+    /// This browser's CSRF token (`web::csrf`).
+    #[serde(default)]
+    pub csrf: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +66,7 @@ fn input_for(field: &str) -> &'static str {
 
 async fn checkout_page(
     state: &AppState,
+    csrf: &ShopCsrf,
     cart: &Cart,
     form: CheckoutForm,
     errors: Vec<FieldError>,
@@ -97,6 +102,7 @@ async fn checkout_page(
         form: CheckoutForm { key, ..form },
         errors,
         banner,
+        csrf: csrf.token().to_owned(),
     })
 }
 
@@ -105,6 +111,7 @@ pub async fn form(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<CurrencyQuery>,
+    csrf: ShopCsrf,
 ) -> Result<HttpResponse, WebError> {
     let cart = Cart::from_request(&req, &state.cookie_key);
     if cart.is_empty() {
@@ -116,7 +123,7 @@ pub async fn form(
         currency: query.currency().code().to_owned(),
         ..Default::default()
     };
-    let page = checkout_page(&state, &cart, form, Vec::new(), None).await?;
+    let page = checkout_page(&state, &csrf, &cart, form, Vec::new(), None).await?;
     Ok(super::render(&page, actix_web::http::StatusCode::OK))
 }
 
@@ -126,9 +133,11 @@ pub async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<DeviceQuery>,
+    csrf: ShopCsrf,
     form: web::Form<CheckoutForm>,
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
+    csrf.verify(&form.csrf)?;
     let cart = Cart::from_request(&req, &state.cookie_key);
     if cart.is_empty() {
         return Ok(HttpResponse::SeeOther()
@@ -164,7 +173,7 @@ pub async fn submit(
     .ok();
     let (Some(currency), Some(pay_method), Some(customer)) = (currency, pay_method, customer)
     else {
-        let page = checkout_page(&state, &cart, form, errors, None).await?;
+        let page = checkout_page(&state, &csrf, &cart, form, errors, None).await?;
         return Ok(super::render(
             &page,
             actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -221,7 +230,7 @@ pub async fn submit(
                 key: String::new(),
                 ..form
             };
-            let page = checkout_page(&state, &cart, form, Vec::new(), Some(banner)).await?;
+            let page = checkout_page(&state, &csrf, &cart, form, Vec::new(), Some(banner)).await?;
             Ok(super::render(
                 &page,
                 actix_web::http::StatusCode::BAD_GATEWAY,

@@ -20,6 +20,9 @@ pub enum WebError {
     NotFound { what: String },
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A form without this browser's CSRF token (the message says to reload).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error(transparent)]
     Db(#[from] DbError),
     /// The payment gateway refused or did not answer (its message is shown).
@@ -56,6 +59,7 @@ impl WebError {
                 format!("We could not find that {what}. It may have been removed."),
             ),
             WebError::BadRequest(message) => ("That did not work", message.clone()),
+            WebError::Forbidden(message) => ("Please reload the page", message.clone()),
             WebError::Db(_) | WebError::Render(_) => (
                 "Something went wrong on our side",
                 "Nothing was charged by this error. Please try again in a moment.".to_owned(),
@@ -72,6 +76,7 @@ impl ResponseError for WebError {
         match self {
             WebError::NotFound { .. } => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::Db(DbError::Pool(_)) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Db(_) | WebError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
             WebError::Gateway(_) => StatusCode::BAD_GATEWAY,

@@ -8,6 +8,7 @@ mod assets;
 pub mod cart;
 pub mod checkout;
 pub mod client_ip;
+pub mod csrf;
 pub mod error;
 mod health;
 pub mod metrics;

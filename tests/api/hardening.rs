@@ -4,6 +4,25 @@
 
 use crate::helpers::TestApp;
 
+fn order_count(app: &TestApp) -> i64 {
+    use diesel::RunQueryDsl;
+    let mut conn = app.db.get().unwrap();
+    diesel::QueryDsl::count(kicc_checkout::db::schema::orders::table)
+        .get_result(&mut *conn)
+        .unwrap()
+}
+
+/// The checkout form's fields for a valid order (without the CSRF token).
+const CHECKOUT: &[(&str, &str)] = &[
+    ("currency", "KRW"),
+    ("name", "Kim Minsu"),
+    ("email", "minsu@example.kr"),
+    ("phone", "01012345678"),
+    ("address", "Seoul"),
+    ("pay_method", "wechat"),
+    ("device", "pc"),
+];
+
 /// The security headers every response must carry; returns the CSP.
 fn assert_security_headers(response: &reqwest::Response, what: &str) -> String {
     let header = |name: &str| {
@@ -108,13 +127,89 @@ both_backends! {
         let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
         assert!(cookie.contains("Secure"), "{cookie}");
         assert!(login.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
-        let added = app.post_form("/cart/items", &[("sku", "CERAMIC-MUG")]).await;
-        let cookies: Vec<String> = added.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-        assert!(!cookies.is_empty() && cookies.iter().all(|c| c.contains("Secure")), "{cookies:?}");
+        // The shop's token cookie is Secure and __Host- prefixed. A client keeps Secure cookies
+        // for https, so this one is sent back by hand, as a browser behind TLS would.
+        let page = app.get("/products/CERAMIC-MUG").await;
+        let set = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set.starts_with("__Host-shop_csrf=") && set.contains("Secure") && set.contains("Path=/"), "{set}");
+        let token = crate::helpers::hidden_field(&page.text().await.unwrap(), "csrf").unwrap();
+        let added = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{}/cart/items", app.address))
+            .header("cookie", set.split(';').next().unwrap())
+            .form(&[("sku", "CERAMIC-MUG"), ("csrf", &token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 303);
+        let cart = added.headers()["set-cookie"].to_str().unwrap();
+        assert!(cart.starts_with("cart=") && cart.contains("Secure"), "{cart}");
         // Over plain http: no Secure (the browser would drop the cookie) and no HSTS.
         let plain = TestApp::spawn(crate::helpers::TestDb::sqlite()).await;
         let login = plain.get("/admin/login").await;
         assert!(!login.headers()["set-cookie"].to_str().unwrap().contains("Secure"));
         assert!(login.headers().get("strict-transport-security").is_none());
+    }
+}
+
+both_backends! {
+    async fn shop_forms_without_this_browsers_csrf_token_are_refused_and_change_nothing(test_db) {
+        let app = TestApp::spawn(test_db).await;
+        app.post_shop_form("/cart/items", &[("sku", "CERAMIC-MUG"), ("quantity", "2")]).await;
+        let cart_before = app.get("/cart").await.text().await.unwrap();
+        assert!(cart_before.contains("CERAMIC-MUG"));
+        // Another browser's token (valid there, with its own cookie) is no good here.
+        let stranger = TestApp::spawn(crate::helpers::TestDb::sqlite()).await;
+        let foreign = stranger.csrf_token().await;
+        let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            ("/cart/items", vec![("sku", "STICKER-PACK")]),
+            ("/cart/items", vec![("sku", "STICKER-PACK"), ("csrf", "")]),
+            ("/cart/items", vec![("sku", "STICKER-PACK"), ("csrf", "forged")]),
+            ("/cart/items", vec![("sku", "STICKER-PACK"), ("csrf", &foreign)]),
+            ("/cart/items/CERAMIC-MUG/remove", vec![]),
+            ("/cart/items/CERAMIC-MUG/remove", vec![("csrf", &foreign)]),
+            ("/checkout", CHECKOUT.to_vec()),
+            ("/checkout", [CHECKOUT, &[("csrf", &foreign)]].concat()),
+        ];
+        for (path, form) in cases {
+            let response = app.post_form(path, &form).await;
+            assert_eq!(response.status(), 403, "{path} {form:?}");
+            assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+            let html = response.text().await.unwrap();
+            assert!(html.contains("<html") && html.contains("Reload the page and try again"), "{html}");
+        }
+        // Nothing changed: the cart is as it was and no order was made.
+        assert_eq!(app.get("/cart").await.text().await.unwrap(), cart_before);
+        assert_eq!(order_count(&app), 0);
+        // With the token the same forms work.
+        assert_eq!(app.post_shop_form("/cart/items", &[("sku", "STICKER-PACK")]).await.status(), 303);
+        assert_eq!(app.post_shop_form("/checkout", CHECKOUT).await.status(), 303);
+        assert_eq!(order_count(&app), 1);
+    }
+
+    async fn a_first_visit_gets_a_token_cookie_and_the_api_needs_none(test_db) {
+        let app = TestApp::spawn(test_db).await;
+        let page = app.get("/products/CERAMIC-MUG").await;
+        let cookie = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(cookie.starts_with("shop_csrf=") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+        // The same browser keeps its token.
+        let html = page.text().await.unwrap();
+        assert_eq!(crate::helpers::hidden_field(&html, "csrf"), Some(app.csrf_token().await));
+        // The JSON API sets no cookie and needs no token.
+        let api = app.get("/api/products").await;
+        assert!(api.headers().get("set-cookie").is_none());
+        let created = reqwest::Client::new()
+            .post(format!("{}/api/orders", app.address))
+            .json(&serde_json::json!({
+                "items": [{"sku": "CERAMIC-MUG", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                "customer": {"name": "Kim", "email": "kim@example.com", "phone": "01012345678", "address": "Seoul"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        assert!(created.headers().get("set-cookie").is_none());
     }
 }

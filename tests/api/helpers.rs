@@ -252,6 +252,26 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// This browser's shop CSRF token, read from a product page's form (its cookie lands in the
+    /// client's cookie store, as in a browser).
+    pub async fn csrf_token(&self) -> String {
+        let html = self
+            .get("/products/STICKER-PACK")
+            .await
+            .text()
+            .await
+            .unwrap();
+        hidden_field(&html, "csrf").expect("the product form carries a CSRF token")
+    }
+
+    /// A shop form (cart, checkout) posted as its page would: with this browser's CSRF token.
+    pub async fn post_shop_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.csrf_token().await;
+        let mut fields = form.to_vec();
+        fields.push(("csrf", &token));
+        self.post_form(path, &fields).await
+    }
+
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.address))
