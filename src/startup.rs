@@ -188,6 +188,7 @@ impl Application {
                 )
                 // Outermost: every response, the 404 page and extractor errors too.
                 .wrap(security_headers.middleware())
+                .configure(crate::web::error::body_limits)
                 .configure(crate::web::routes)
                 .configure(|cfg| {
                     if let Some(sandbox) = &app_sandbox {

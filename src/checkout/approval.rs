@@ -19,6 +19,25 @@ pub struct ReturnParams {
     pub authorization_id: Option<String>,
 }
 
+impl ReturnParams {
+    /// The returnUrl's fields from its query string and its (form) body; a body field wins
+    /// over the query's. Never fails: what is missing is empty, and `handle_return` decides.
+    pub fn parse(query: &str, body: &[u8]) -> Self {
+        let mut fields: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        fields.extend(url::form_urlencoded::parse(body).into_owned());
+        let mut take = |name: &str| fields.remove(name);
+        ReturnParams {
+            res_cd: take("resCd").unwrap_or_default(),
+            res_msg: take("resMsg").unwrap_or_default(),
+            shop_order_no: take("shopOrderNo").unwrap_or_default(),
+            authorization_id: take("authorizationId"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ReturnOutcome {
     /// No order has that number.

@@ -2,7 +2,7 @@
 //! payment, reading its status. Errors are `{"error":{"code","message","field"}}` with a 4xx/5xx.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -22,7 +22,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(
+    pub(super) fn new(
         status: StatusCode,
         code: &'static str,
         message: impl Into<String>,
@@ -34,6 +34,26 @@ impl ApiError {
             message: message.into(),
             field: field.map(str::to_owned),
         }
+    }
+}
+
+impl ApiError {
+    pub(super) fn payload_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over {} KiB", super::error::JSON_LIMIT / 1024),
+            None,
+        )
+    }
+
+    pub(super) fn unsupported_media_type() -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+            None,
+        )
     }
 }
 
@@ -177,8 +197,18 @@ fn unprocessable(field: &str, message: impl Into<String>) -> ApiError {
 /// `POST /api/orders` → 201 `{"shopOrderNo","status","amount","currency","pgCno","paymentPageUrl","qrSvgUrl","orderUrl"}`.
 pub async fn create_order(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<NewOrderJson>,
 ) -> Result<HttpResponse, ApiError> {
+    // actix also takes `text/json` and `…+json`; the API takes exactly application/json.
+    let json = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.essence_str() == "application/json");
+    if !json {
+        return Err(ApiError::unsupported_media_type());
+    }
     let body = body.into_inner();
     let currency: Currency = body
         .currency
@@ -279,24 +309,4 @@ pub async fn get_order(
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(order_json(&order)))
-}
-
-/// JSON bodies that do not parse get the API's error shape, not actix's text.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| {
-            let message = err.to_string();
-            let status = match &err {
-                actix_web::error::JsonPayloadError::ContentType => {
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE
-                }
-                actix_web::error::JsonPayloadError::Overflow { .. }
-                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                }
-                _ => StatusCode::BAD_REQUEST,
-            };
-            ApiError::new(status, "bad_request", message, None).into()
-        })
 }

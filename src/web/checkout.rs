@@ -1,8 +1,6 @@
 //! The shopper's checkout pages: the form, placing the order, the returnUrl, the order page with
 //! its QR (native) or result, and the QR images. Handlers stay thin: parse, call `Checkout`, page.
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -244,20 +242,10 @@ pub async fn submit(
 pub async fn payment_return(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, WebError> {
-    let mut fields: HashMap<String, String> =
-        url::form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect();
-    fields.extend(url::form_urlencoded::parse(&body).into_owned());
-    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    let params = ReturnParams {
-        res_cd: field("resCd"),
-        res_msg: field("resMsg"),
-        shop_order_no: field("shopOrderNo"),
-        authorization_id: fields.get("authorizationId").cloned(),
-    };
+    let body = body.map_err(|e| WebError::from_payload(&e))?;
+    let params = ReturnParams::parse(req.query_string(), &body);
     match state.checkout.handle_return(params).await? {
         ReturnOutcome::UnknownOrder => Err(WebError::NotFound {
             what: "order".into(),

@@ -80,11 +80,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/webhooks/kicc/payment", web::post().to(webhooks::receive))
         .route("/webhooks/kicc/cancel", web::post().to(webhooks::receive))
         .route("/api/products", web::get().to(api::list_products))
-        .service(
-            web::resource("/api/orders")
-                .app_data(api::json_config())
-                .route(web::post().to(api::create_order)),
-        )
+        .route("/api/orders", web::post().to(api::create_order))
         .route("/api/orders/{no}", web::get().to(api::get_order))
         .route("/healthz", web::get().to(health::healthz))
         .route("/metrics", web::get().to(health::metrics))

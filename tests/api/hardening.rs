@@ -213,3 +213,97 @@ both_backends! {
         assert!(created.headers().get("set-cookie").is_none());
     }
 }
+
+/// The body of an API error.
+async fn api_error(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    (status, response.json().await.unwrap())
+}
+
+both_backends! {
+    async fn oversized_bodies_get_413_in_the_shape_of_the_route(test_db) {
+        let app = TestApp::spawn(test_db).await;
+        app.post_shop_form("/cart/items", &[("sku", "CERAMIC-MUG")]).await;
+        let cart_before = app.get("/cart").await.text().await.unwrap();
+        let huge = "x".repeat(70 * 1024);
+        // Shop forms: an HTML page, nothing changed.
+        for path in ["/cart/items", "/checkout", "/cart/items/CERAMIC-MUG/remove", "/checkout/return"] {
+            let response = app.post_shop_form(path, &[("sku", "STICKER-PACK"), ("name", &huge)]).await;
+            assert_eq!(response.status(), 413, "{path}");
+            let html = response.text().await.unwrap();
+            assert!(html.contains("<html") && html.contains("We accept at most"), "{path}: {html}");
+        }
+        assert_eq!(app.get("/cart").await.text().await.unwrap(), cart_before);
+        assert_eq!(order_count(&app), 0);
+        // The API: its JSON error.
+        let body = serde_json::json!({"items": [], "currency": "KRW", "payMethod": "wechat",
+            "customer": {"name": huge, "email": "", "phone": "", "address": ""}});
+        let (status, error) = api_error(app.client.post(format!("{}/api/orders", app.address)).json(&body).send().await.unwrap()).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (413, Some("payload_too_large")), "{error}");
+        // Webhooks: KICC's shape, their own code (9003).
+        let response = app.client.post(format!("{}/webhooks/kicc/payment", app.address))
+            .header("content-type", "application/json")
+            .body(format!("{{\"pgCno\":\"{huge}\"}}"))
+            .send().await.unwrap();
+        assert_eq!(response.status(), 413);
+        let ack: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(ack["resCd"], "9003", "{ack}");
+        assert!(ack["resMsg"].is_string());
+        assert_eq!(order_count(&app), 0);
+    }
+
+    async fn wrong_content_types_get_415_and_malformed_bodies_400(test_db) {
+        let app = TestApp::spawn(test_db).await;
+        let order = r#"{"items":[{"sku":"CERAMIC-MUG","quantity":1}],"currency":"KRW","payMethod":"wechat",
+            "customer":{"name":"Kim","email":"kim@example.com","phone":"01012345678","address":"Seoul"}}"#;
+        let post_api = |content_type: Option<&str>, body: &str| {
+            let mut request = app
+                .client
+                .post(format!("{}/api/orders", app.address))
+                .body(body.to_owned());
+            if let Some(ct) = content_type {
+                request = request.header("content-type", ct);
+            }
+            request.send()
+        };
+        for content_type in [None, Some("text/plain"), Some("application/x-www-form-urlencoded"), Some("text/json"), Some("application/vnd.api+json")] {
+            let (status, error) = api_error(post_api(content_type, order).await.unwrap()).await;
+            assert_eq!((status, error["error"]["code"].as_str()), (415, Some("unsupported_media_type")), "{content_type:?}: {error}");
+        }
+        let (status, error) = api_error(post_api(Some("application/json"), "{\"items\": [").await.unwrap()).await;
+        assert_eq!((status, error["error"]["code"].as_str()), (400, Some("bad_request")), "{error}");
+        assert_eq!(order_count(&app), 0);
+        let created = post_api(Some("application/json; charset=utf-8"), order).await.unwrap();
+        assert_eq!(created.status(), 201);
+        assert_eq!(order_count(&app), 1);
+
+        // Webhooks: KICC's shape with their own code (9002).
+        let response = app.client.post(format!("{}/webhooks/kicc/payment", app.address))
+            .header("content-type", "text/plain")
+            .body(r#"{"pgCno":"PG1"}"#)
+            .send().await.unwrap();
+        assert_eq!(response.status(), 415);
+        let ack: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(ack["resCd"], "9002", "{ack}");
+
+        // Shop forms: an HTML page, never actix's plain text.
+        let token = app.csrf_token().await;
+        let json_form = app.client.post(format!("{}/cart/items", app.address))
+            .json(&serde_json::json!({"sku": "CERAMIC-MUG", "csrf": token}))
+            .send().await.unwrap();
+        assert_eq!(json_form.status(), 415);
+        assert!(json_form.text().await.unwrap().contains("<html"));
+        let no_sku = app.post_shop_form("/cart/items", &[("quantity", "1")]).await;
+        assert_eq!(no_sku.status(), 400);
+        assert!(no_sku.text().await.unwrap().contains("The form could not be read"));
+        let query = app.get("/cart?currency=KRW&currency=USD").await;
+        assert_eq!(query.status(), 400);
+        assert!(query.text().await.unwrap().contains("<html"));
+    }
+}
