@@ -160,6 +160,9 @@ pub struct Config {
     /// `PAYMENT_PAGE_ORIGINS`: where `POST /checkout` may send the browser besides the KICC API
     /// and the KICC Pay window (the CSP's `form-action`, see `web::security`).
     pub payment_page_origins: PaymentPageOrigins,
+    /// `CHECKOUT_RATE_LIMIT` (default 30): checkouts (`POST /checkout`, `POST /api/orders`) one
+    /// client address may start per minute, per instance.
+    pub checkout_rate_limit: u32,
 }
 
 /// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
@@ -373,6 +376,19 @@ impl Config {
             None => PaymentPageOrigins::Default,
             Some(v) => PaymentPageOrigins::Listed(origin_list("PAYMENT_PAGE_ORIGINS", &v)?),
         };
+        let checkout_rate_limit = match get("CHECKOUT_RATE_LIMIT")? {
+            None => 30,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "CHECKOUT_RATE_LIMIT",
+                        format!("`{v}` is not a number of checkouts a minute from 1 to 1000000"),
+                    )
+                })?,
+        };
         let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
@@ -395,6 +411,7 @@ impl Config {
             compensation_backoff,
             sandbox: sandbox_settings,
             payment_page_origins,
+            checkout_rate_limit,
         })
     }
 
@@ -562,6 +579,7 @@ mod tests {
         assert_eq!(c.sandbox.webhook_backoff, Duration::from_millis(2000));
         assert_eq!(c.sandbox.auto_approve, Some(Duration::from_millis(10_000)));
         assert_eq!(c.admin_user, "admin");
+        assert_eq!(c.checkout_rate_limit, 30);
         assert_eq!(c.generated_admin_password().map(str::len), Some(20));
         assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
         let allowed: Vec<String> = c
@@ -653,6 +671,8 @@ mod tests {
             ("SANDBOX_AUTO_APPROVE_MS", "ten"),
             ("PAYMENT_PAGE_ORIGINS", "https://pay.example.com/path"),
             ("PAYMENT_PAGE_ORIGINS", "javascript:alert(1)"),
+            ("CHECKOUT_RATE_LIMIT", "0"),
+            ("CHECKOUT_RATE_LIMIT", "many"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -158,8 +158,13 @@ impl Application {
             &config.admin_user,
             secrecy::ExposeSecret::expose_secret(&config.admin_password),
         );
+        let checkout_limit = crate::web::rate_limit::RateLimiter::new(
+            config.checkout_rate_limit,
+            std::time::Duration::from_secs(60),
+        );
         let state = web::Data::new(AppState {
             admin,
+            checkout_limit,
             reconciler: reconciler.clone(),
             checkout,
             kicc,

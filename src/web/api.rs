@@ -19,6 +19,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -33,6 +35,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: field.map(str::to_owned),
+            retry_after: None,
         }
     }
 }
@@ -45,6 +48,18 @@ impl ApiError {
             format!("the body is over {} KiB", super::error::JSON_LIMIT / 1024),
             None,
         )
+    }
+
+    fn too_many_requests(retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many orders from this address; retry after {retry_after} s"),
+                None,
+            )
+        }
     }
 
     pub(super) fn unsupported_media_type() -> Self {
@@ -66,7 +81,11 @@ impl ResponseError for ApiError {
         if self.status.is_server_error() {
             log::error!("api: {self}");
         }
-        HttpResponse::build(self.status).json(
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        response.json(
             json!({"error": {"code": self.code, "message": self.message, "field": self.field}}),
         )
     }
@@ -209,6 +228,9 @@ pub async fn create_order(
     if !json {
         return Err(ApiError::unsupported_media_type());
     }
+    state
+        .limit_checkout(&req)
+        .map_err(ApiError::too_many_requests)?;
     let body = body.into_inner();
     let currency: Currency = body
         .currency

@@ -136,6 +136,9 @@ pub async fn submit(
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
     csrf.verify(&form.csrf)?;
+    state
+        .limit_checkout(&req)
+        .map_err(|retry_after| WebError::TooManyRequests { retry_after })?;
     let cart = Cart::from_request(&req, &state.cookie_key);
     if cart.is_empty() {
         return Ok(HttpResponse::SeeOther()

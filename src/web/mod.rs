@@ -14,6 +14,7 @@ mod health;
 pub mod metrics;
 pub mod pages;
 pub mod qr;
+pub mod rate_limit;
 pub mod security;
 mod shop;
 mod webhooks;
@@ -44,12 +45,25 @@ pub struct AppState {
     pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
     pub cookie_key: actix_web::cookie::Key,
+    /// Checkouts started per client address (`CHECKOUT_RATE_LIMIT` a minute).
+    pub checkout_limit: rate_limit::RateLimiter,
 }
 
 impl AppState {
     /// Served over https (`PUBLIC_BASE_URL`): cookies are `Secure`.
     pub fn https(&self) -> bool {
         security::is_https(&self.base_url)
+    }
+
+    /// Counts a checkout (`POST /checkout`, `POST /api/orders`) against the client's address
+    /// (behind `TRUSTED_PROXIES`, the address they forwarded); `Err(seconds to wait)` when over.
+    pub fn limit_checkout(&self, req: &actix_web::HttpRequest) -> Result<(), u64> {
+        let ip = client_ip::of_request(req, &self.config.trusted_proxies);
+        self.checkout_limit.take(ip).map_err(|wait| {
+            log::warn!("checkout from {ip}: over CHECKOUT_RATE_LIMIT");
+            // Whole seconds, rounded up: a client that waits that long gets through.
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
     }
 }
 

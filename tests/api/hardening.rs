@@ -307,3 +307,59 @@ both_backends! {
         assert!(query.text().await.unwrap().contains("<html"));
     }
 }
+
+both_backends! {
+    async fn checkouts_over_the_limit_get_429_with_retry_after(test_db) {
+        let app = TestApp::spawn_with(test_db, &[("CHECKOUT_RATE_LIMIT", "3")]).await;
+        let api_order = |forwarded_for: Option<&'static str>| {
+            let mut request = app.client.post(format!("{}/api/orders", app.address)).json(&serde_json::json!({
+                "items": [{"sku": "STICKER-PACK", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                "customer": {"name": "Kim", "email": "kim@example.com", "phone": "01012345678", "address": "Seoul"}
+            }));
+            if let Some(ip) = forwarded_for {
+                request = request.header("x-forwarded-for", ip);
+            }
+            request.send()
+        };
+        // Form and API share the address's budget: 2 + 1, then both refused.
+        app.post_shop_form("/cart/items", &[("sku", "CERAMIC-MUG")]).await;
+        for _ in 0..2 {
+            assert_eq!(app.post_shop_form("/checkout", CHECKOUT).await.status(), 303);
+        }
+        assert_eq!(api_order(None).await.unwrap().status(), 201);
+        let page = app.post_shop_form("/checkout", CHECKOUT).await;
+        assert_eq!(page.status(), 429);
+        let wait: u64 = page.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        let html = page.text().await.unwrap();
+        assert!(html.contains("<html") && html.contains("Please wait"), "{html}");
+        let api = api_order(None).await.unwrap();
+        assert_eq!(api.status(), 429);
+        assert!(api.headers().contains_key("retry-after"));
+        let (_, error) = api_error(api).await;
+        assert_eq!(error["error"]["code"], "too_many_requests");
+        // A made-up X-Forwarded-For from a peer that is no trusted proxy changes nothing.
+        assert_eq!(api_order(Some("203.0.113.9")).await.unwrap().status(), 429);
+        assert_eq!(order_count(&app), 3);
+        // The cart, the order pages and the returnUrl are not limited.
+        assert_eq!(app.get("/cart").await.status(), 200);
+    }
+
+    async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(test_db) {
+        let app = TestApp::spawn_with(test_db, &[("CHECKOUT_RATE_LIMIT", "1"), ("TRUSTED_PROXIES", "127.0.0.1")]).await;
+        let from = |client: &'static str| {
+            app.client.post(format!("{}/api/orders", app.address))
+                .header("x-forwarded-for", client)
+                .json(&serde_json::json!({
+                    "items": [{"sku": "STICKER-PACK", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                    "customer": {"name": "Kim", "email": "kim@example.com", "phone": "01012345678", "address": "Seoul"}
+                }))
+                .send()
+        };
+        assert_eq!(from("198.51.100.1").await.unwrap().status(), 201);
+        assert_eq!(from("198.51.100.1").await.unwrap().status(), 429);
+        assert_eq!(from("198.51.100.2").await.unwrap().status(), 201);
+        // A client-supplied left part is not believed: the proxy's rightmost entry counts.
+        assert_eq!(from("198.51.100.9, 198.51.100.2").await.unwrap().status(), 429);
+    }
+}
