@@ -62,7 +62,7 @@ pub struct KiccPayConfig {
     pub channel_id: String,
     pub secret_key: SecretString,
     pub aes_key: SecretBox<[u8; 32]>,
-    pub aes_iv: [u8; 16],
+    pub aes_iv: SecretBox<[u8; 16]>,
     pub window: KiccPayWindow,
 }
 
@@ -305,7 +305,7 @@ impl Config {
             channel_id,
             secret_key: SecretString::from(kiccpay_secret),
             aes_key: SecretBox::new(Box::new(aes_key)),
-            aes_iv,
+            aes_iv: SecretBox::new(Box::new(aes_iv)),
             window,
         };
 
@@ -417,6 +417,101 @@ impl Config {
 
     pub fn is_sandbox(&self) -> bool {
         self.gateway == GatewayMode::Sandbox
+    }
+
+    /// The effective configuration in one line for the startup log, each secret shown as `***`
+    /// (`KICC_SECRET_KEY`, `KICCPAY_SECRET_KEY`, `KICCPAY_AES_KEY`, `KICCPAY_AES_IV`,
+    /// `ADMIN_PASSWORD`, and the password in `DATABASE_URL`). `base_url`: the effective
+    /// `PUBLIC_BASE_URL` (known once the listener is bound).
+    pub fn summary(&self, base_url: &str) -> String {
+        const MASKED: &str = "***";
+        let list = |nets: &[IpNet]| {
+            let items: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            if items.is_empty() {
+                "(none)".to_owned()
+            } else {
+                items.join(",")
+            }
+        };
+        let (mode, api_base) = match &self.gateway {
+            GatewayMode::Sandbox => ("sandbox", format!("{base_url}/sandbox")),
+            GatewayMode::Live { api_base } => ("live", api_base.clone()),
+        };
+        let window = match &self.kiccpay.window {
+            KiccPayWindow::Sandbox => format!("{base_url}/sandbox/kiccpay/window"),
+            KiccPayWindow::Url(url) => url.clone(),
+            KiccPayWindow::NotOffered => "(not offered)".to_owned(),
+        };
+        let kiccpay_api = self
+            .kiccpay
+            .api_base
+            .clone()
+            .unwrap_or_else(|| api_base.clone());
+        let payment_pages = self
+            .payment_page_origins
+            .sources(self.is_sandbox())
+            .join(",");
+        [
+            format!("mode={mode}"),
+            format!("DATABASE_URL={}", self.database_url),
+            format!("BIND_ADDR={}", self.bind_addr),
+            format!("PUBLIC_BASE_URL={base_url}"),
+            format!("KICC_API_BASE={api_base}"),
+            format!("KICC_MALL_ID={}", self.mall_id),
+            format!("KICC_SECRET_KEY={MASKED}"),
+            format!("KICCPAY_API_BASE={kiccpay_api}"),
+            format!("KICCPAY_TID={}", self.kiccpay.tid),
+            format!("KICCPAY_SVC_ID={}", self.kiccpay.svc_id),
+            format!("KICCPAY_BIZR_NO={}", self.kiccpay.bizr_no),
+            format!("KICCPAY_CHANNEL_ID={}", self.kiccpay.channel_id),
+            format!("KICCPAY_SECRET_KEY={MASKED}"),
+            format!("KICCPAY_AES_KEY={MASKED}"),
+            format!("KICCPAY_AES_IV={MASKED}"),
+            format!("KICCPAY_WINDOW_URL={window}"),
+            format!("KICC_TIMEOUT_SECS={}", self.gateway_timeout.as_secs()),
+            format!("WEBHOOK_ALLOWED_IPS={}", list(&self.webhook_allowed_ips)),
+            format!("TRUSTED_PROXIES={}", list(&self.trusted_proxies)),
+            format!("ADMIN_USER={}", self.admin_user),
+            format!(
+                "ADMIN_PASSWORD={MASKED}{}",
+                if self.admin_password_generated {
+                    " (generated)"
+                } else {
+                    ""
+                }
+            ),
+            format!("ORDER_EXPIRY_SECS={}", self.order_expiry.as_secs()),
+            format!(
+                "RECONCILE_INTERVAL_SECS={}",
+                self.reconcile_interval.as_secs()
+            ),
+            format!(
+                "COMPENSATION_MAX_ATTEMPTS={}",
+                self.compensation_max_attempts
+            ),
+            format!(
+                "COMPENSATION_BACKOFF_MS={}",
+                self.compensation_backoff.as_millis()
+            ),
+            format!("CHECKOUT_RATE_LIMIT={}/min", self.checkout_rate_limit),
+            format!(
+                "PAYMENT_PAGE_ORIGINS={}",
+                if payment_pages.is_empty() {
+                    "(none)"
+                } else {
+                    &payment_pages
+                }
+            ),
+            format!(
+                "SANDBOX_WEBHOOK_BACKOFF_MS={}",
+                self.sandbox.webhook_backoff.as_millis()
+            ),
+            format!(
+                "SANDBOX_AUTO_APPROVE_MS={}",
+                self.sandbox.auto_approve.map_or(0, |d| d.as_millis())
+            ),
+        ]
+        .join(" ")
     }
 
     /// The generated admin password, to print once at start (sandbox mode only).
@@ -739,5 +834,27 @@ mod tests {
             printed.contains("postgres://app:***@db.example.com/shop"),
             "{printed}"
         );
+        let summary = c.summary("http://127.0.0.1:8080");
+        for secret in [
+            "hunter2hunter2",
+            "topsecretkey",
+            "pa55word",
+            SANDBOX_KICCPAY_SECRET_KEY,
+            SANDBOX_KICCPAY_AES_KEY,
+            SANDBOX_KICCPAY_AES_IV,
+        ] {
+            assert!(!summary.contains(secret), "{secret} in {summary}");
+        }
+        for masked in [
+            "KICC_SECRET_KEY=***",
+            "KICCPAY_SECRET_KEY=***",
+            "KICCPAY_AES_KEY=***",
+            "KICCPAY_AES_IV=***",
+            "ADMIN_PASSWORD=***",
+            "DATABASE_URL=postgres://app:***@db.example.com/shop",
+        ] {
+            assert!(summary.contains(masked), "{masked} not in {summary}");
+        }
+        assert!(!summary.contains('\n'));
     }
 }

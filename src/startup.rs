@@ -139,7 +139,8 @@ impl Application {
             config.database_url,
             db.backend().as_str()
         );
-        log::debug!("configuration: {config:?}");
+        // Secrets as `***`: see `Config::summary`.
+        log::info!("configuration: {}", config.summary(&base_url));
 
         let cookie_key = load_cookie_key(&db).await?;
         // Sandbox mode: the sandbox gateway is mounted at /sandbox and reached, like KICC, over

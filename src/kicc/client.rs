@@ -44,7 +44,7 @@ pub struct KiccPaySettings {
     pub channel_id: String,
     pub secret_key: SecretString,
     pub aes_key: SecretBox<[u8; 32]>,
-    pub aes_iv: [u8; 16],
+    pub aes_iv: SecretBox<[u8; 16]>,
 }
 
 /// Where KICC is and who we are to it.
@@ -78,7 +78,7 @@ impl ClientSettings {
                 channel_id: kp.channel_id.clone(),
                 secret_key: kp.secret_key.clone(),
                 aes_key: SecretBox::new(Box::new(*kp.aes_key.expose_secret())),
-                aes_iv: kp.aes_iv,
+                aes_iv: SecretBox::new(Box::new(*kp.aes_iv.expose_secret())),
             },
             timeout: config.gateway_timeout,
         }
@@ -820,7 +820,7 @@ impl KiccClient {
             merc_trx_no: order.shop_order_no.to_string(),
             token_key: crypto::encrypt_token_key(
                 kp.aes_key.expose_secret(),
-                &kp.aes_iv,
+                kp.aes_iv.expose_secret(),
                 authorization_id,
             ),
             alot_month: "00".into(),

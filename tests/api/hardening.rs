@@ -363,3 +363,56 @@ both_backends! {
         assert_eq!(from("198.51.100.9, 198.51.100.2").await.unwrap().status(), 429);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_startup_log_shows_the_configuration_with_secrets_masked() {
+    let capture = crate::helpers::capture_logs();
+    let secrets = [
+        ("KICC_SECRET_KEY", "msgauth-key-5f1e0c"),
+        ("KICCPAY_SECRET_KEY", "kiccpay-hmac-9a8b7c"),
+        (
+            "KICCPAY_AES_KEY",
+            "f0e1d2c3b4a5968778695a4b3c2d1e0ff0e1d2c3b4a5968778695a4b3c2d1e0f",
+        ),
+        ("KICCPAY_AES_IV", "0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
+        ("ADMIN_PASSWORD", "correct-horse-battery-staple"),
+    ];
+    let mut vars = secrets.to_vec();
+    vars.push(("CHECKOUT_RATE_LIMIT", "45"));
+    let app = TestApp::spawn_with(crate::helpers::TestDb::sqlite(), &vars).await;
+    // The app works with them (the sandbox shares the merchant's keys): a KICC Pay order.
+    let order: serde_json::Value = app
+        .client
+        .post(format!("{}/api/orders", app.address))
+        .json(&serde_json::json!({
+            "items": [{"sku": "STICKER-PACK", "quantity": 1}], "currency": "KRW", "payMethod": "kiccpay",
+            "customer": {"name": "Kim", "email": "kim@example.com", "phone": "01012345678", "address": "Seoul"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(order["shopOrderNo"].is_string(), "{order}");
+
+    let logged = capture.text();
+    let line = logged
+        .lines()
+        .find(|l| l.starts_with("INFO ") && l.contains("configuration: mode=sandbox"))
+        .unwrap_or_else(|| panic!("no configuration line at info level in {logged}"));
+    for (var, _) in secrets {
+        assert!(
+            line.contains(&format!("{var}=***")),
+            "{var} not masked in {line}"
+        );
+    }
+    assert!(line.contains("CHECKOUT_RATE_LIMIT=45/min"), "{line}");
+    assert!(
+        line.contains(&format!("PUBLIC_BASE_URL={}", app.address)),
+        "{line}"
+    );
+    for (var, secret) in secrets {
+        assert!(!logged.contains(secret), "{var}'s value is in the log");
+    }
+}

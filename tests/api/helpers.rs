@@ -431,3 +431,40 @@ pub fn hidden_field(html: &str, name: &str) -> Option<String> {
     let start = html.find(&marker)? + marker.len();
     Some(html[start..].split('"').next()?.to_owned())
 }
+
+/// A logger that keeps every record (all levels, all crates) of this test process.
+pub struct LogCapture(std::sync::Mutex<Vec<String>>);
+
+impl LogCapture {
+    /// Everything logged so far, one record a line.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+impl log::Log for LogCapture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(format!(
+            "{} {} {}",
+            record.level(),
+            record.target(),
+            record.args()
+        ));
+    }
+    fn flush(&self) {}
+}
+
+/// Installs the capturing logger at trace level, once per process (tests that read logs share
+/// it when they run in one process, as under `cargo test`).
+pub fn capture_logs() -> &'static LogCapture {
+    static CAPTURE: LogCapture = LogCapture(std::sync::Mutex::new(Vec::new()));
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in the test process");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    &CAPTURE
+}
