@@ -416,3 +416,128 @@ async fn the_startup_log_shows_the_configuration_with_secrets_masked() {
         assert!(!logged.contains(secret), "{var}'s value is in the log");
     }
 }
+
+const XSS: [&str; 2] = [
+    "<script>alert(1)</script>",
+    "\"><img src=x onerror=alert(1)>",
+];
+
+/// No payload appears raw (as markup); each appears escaped (as text).
+fn assert_escaped(html: &str, what: &str) {
+    for payload in XSS {
+        assert!(!html.contains(payload), "{what}: {payload} raw in the page");
+    }
+    assert!(
+        !html.contains("<script>alert") && !html.contains("<img src=x"),
+        "{what}"
+    );
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+            || html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{what}: the payload is not shown as text"
+    );
+}
+
+/// The dashboard's order list searched for `q`.
+fn search_url(app: &TestApp, q: &str) -> String {
+    let q: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
+    format!("{}/admin/orders?q={q}", app.address)
+}
+
+/// Rows of the dashboard's order list.
+fn rows(html: &str) -> usize {
+    html.matches("<tr class=\"status-").count()
+}
+
+both_backends! {
+    async fn hostile_text_comes_back_escaped_everywhere_it_is_shown(test_db) {
+        let app = TestApp::spawn_with(test_db, &[("ADMIN_PASSWORD", crate::admin::PASSWORD)]).await;
+        // The checkout form shown again with its errors keeps the values, escaped.
+        app.post_shop_form("/cart/items", &[("sku", "CERAMIC-MUG")]).await;
+        let refused = app.post_shop_form("/checkout", &[
+            ("currency", "KRW"), ("name", XSS[0]), ("email", XSS[1]), ("phone", "01012345678"),
+            ("address", XSS[1]), ("pay_method", "wechat"),
+        ]).await;
+        assert_eq!(refused.status(), 422);
+        assert_escaped(&refused.text().await.unwrap(), "checkout form");
+        assert_eq!(order_count(&app), 0);
+
+        // An order whose stored name and address are hostile (as if imported: the form's
+        // 20-byte limit keeps these payloads out of new orders).
+        let created: serde_json::Value = app.client.post(format!("{}/api/orders", app.address))
+            .json(&serde_json::json!({"items": [{"sku": "CERAMIC-MUG", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                "customer": {"name": "Placeholder", "email": "x@example.com", "phone": "01012345678", "address": "Seoul"}}))
+            .send().await.unwrap().json().await.unwrap();
+        let no = created["shopOrderNo"].as_str().unwrap().to_owned();
+        {
+            use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+            use kicc_checkout::db::schema::orders;
+            let mut conn = app.db.get().unwrap();
+            diesel::update(orders::table.filter(orders::shop_order_no.eq(&no)))
+                .set((orders::customer_name.eq(XSS[0]), orders::customer_addr.eq(XSS[1])))
+                .execute(&mut *conn)
+                .unwrap();
+        }
+        let order_page = app.get(&format!("/orders/{no}")).await;
+        assert_eq!(order_page.status(), 200);
+        let html = order_page.text().await.unwrap();
+        assert!(!html.contains(XSS[0]) && !html.contains(XSS[1]), "order page");
+
+        app.sign_in().await;
+        let admin_order = app.get(&format!("/admin/orders/{no}")).await.text().await.unwrap();
+        assert_escaped(&admin_order, "dashboard order page");
+        let list = app.get("/admin/orders").await.text().await.unwrap();
+        assert_escaped(&list, "dashboard order list");
+        // The search field reflects what was searched, escaped.
+        for payload in XSS {
+            let search = app.client.get(search_url(&app, payload)).send().await.unwrap();
+            assert_eq!(search.status(), 200);
+            let html = search.text().await.unwrap();
+            assert!(!html.contains(payload), "search field: {payload} raw");
+            assert!(!html.contains("<script>alert") && !html.contains("<img src=x"));
+        }
+        let search = app.client.get(search_url(&app, XSS[0])).send().await.unwrap();
+        let html = search.text().await.unwrap();
+        assert_escaped(&html, "search for the payload");
+        assert_eq!(rows(&html), 1, "the hostile name is found as text");
+    }
+
+    async fn sql_metacharacters_in_the_dashboard_search_are_only_text(test_db) {
+        let app = TestApp::spawn_with(test_db, &[("ADMIN_PASSWORD", crate::admin::PASSWORD)]).await;
+        for name in ["Kim Minsu", "Lee 50%_off\\", "O'Brien", "Park Jiwoo"] {
+            let r = app.client.post(format!("{}/api/orders", app.address))
+                .json(&serde_json::json!({"items": [{"sku": "STICKER-PACK", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                    "customer": {"name": name, "email": "buyer@example.com", "phone": "01012345678", "address": "Seoul"}}))
+                .send().await.unwrap();
+            assert_eq!(r.status(), 201, "{name}");
+        }
+        app.sign_in().await;
+        let search = |q: &'static str| {
+            app.client.get(search_url(&app, q)).send()
+        };
+        // (query, rows): metacharacters match themselves, never everything, never an error.
+        for (q, expected) in [
+            ("' OR 1=1 --", 0),
+            ("' OR '1'='1", 0),
+            ("x'; DROP TABLE orders; --", 0),
+            ("%", 1),
+            ("_", 1),
+            ("\\", 1),
+            ("50%_off\\", 1),
+            ("%%", 0),
+            ("__", 0),
+            ("'", 1),
+            ("O'Brien", 1),
+            ("Kim", 1),
+        ] {
+            let response = search(q).await.unwrap();
+            assert_eq!(response.status(), 200, "{q}");
+            let html = response.text().await.unwrap();
+            assert_eq!(rows(&html), expected, "search {q:?}");
+        }
+        // Everything is still there.
+        assert_eq!(order_count(&app), 4);
+        assert_eq!(rows(&search("").await.unwrap().text().await.unwrap()), 4);
+        assert_eq!(rows(&app.get("/admin/orders?q=%25%27%20OR%201%3D1%20--&status=paid%27--").await.text().await.unwrap()), 0);
+    }
+}
