@@ -62,7 +62,7 @@ pub struct KiccPayConfig {
     pub channel_id: String,
     pub secret_key: SecretString,
     pub aes_key: SecretBox<[u8; 32]>,
-    pub aes_iv: [u8; 16],
+    pub aes_iv: SecretBox<[u8; 16]>,
     pub window: KiccPayWindow,
 }
 
@@ -157,6 +157,32 @@ pub struct Config {
     /// doubles per attempt (capped at one hour), with ±20% jitter.
     pub compensation_backoff: Duration,
     pub sandbox: SandboxSettings,
+    /// `PAYMENT_PAGE_ORIGINS`: where `POST /checkout` may send the browser besides the KICC API
+    /// and the KICC Pay window (the CSP's `form-action`, see `web::security`).
+    pub payment_page_origins: PaymentPageOrigins,
+    /// `CHECKOUT_RATE_LIMIT` (default 30): checkouts (`POST /checkout`, `POST /api/orders`) one
+    /// client address may start per minute, per instance.
+    pub checkout_rate_limit: u32,
+}
+
+/// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentPageOrigins {
+    /// Unset: none in sandbox mode (its pages are on this origin); any https page in live mode.
+    Default,
+    /// Exactly these origins (`https://host[:port]`).
+    Listed(Vec<String>),
+}
+
+impl PaymentPageOrigins {
+    /// CSP sources for `form-action`.
+    pub fn sources(&self, sandbox: bool) -> Vec<String> {
+        match self {
+            PaymentPageOrigins::Listed(origins) => origins.clone(),
+            PaymentPageOrigins::Default if sandbox => Vec::new(),
+            PaymentPageOrigins::Default => vec!["https:".to_owned()],
+        }
+    }
 }
 
 impl Config {
@@ -279,7 +305,7 @@ impl Config {
             channel_id,
             secret_key: SecretString::from(kiccpay_secret),
             aes_key: SecretBox::new(Box::new(aes_key)),
-            aes_iv,
+            aes_iv: SecretBox::new(Box::new(aes_iv)),
             window,
         };
 
@@ -346,6 +372,23 @@ impl Config {
             30_000,
             1..=3_600_000,
         )?);
+        let payment_page_origins = match get("PAYMENT_PAGE_ORIGINS")? {
+            None => PaymentPageOrigins::Default,
+            Some(v) => PaymentPageOrigins::Listed(origin_list("PAYMENT_PAGE_ORIGINS", &v)?),
+        };
+        let checkout_rate_limit = match get("CHECKOUT_RATE_LIMIT")? {
+            None => 30,
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "CHECKOUT_RATE_LIMIT",
+                        format!("`{v}` is not a number of checkouts a minute from 1 to 1000000"),
+                    )
+                })?,
+        };
         let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
@@ -367,11 +410,108 @@ impl Config {
             compensation_max_attempts,
             compensation_backoff,
             sandbox: sandbox_settings,
+            payment_page_origins,
+            checkout_rate_limit,
         })
     }
 
     pub fn is_sandbox(&self) -> bool {
         self.gateway == GatewayMode::Sandbox
+    }
+
+    /// The effective configuration in one line for the startup log, each secret shown as `***`
+    /// (`KICC_SECRET_KEY`, `KICCPAY_SECRET_KEY`, `KICCPAY_AES_KEY`, `KICCPAY_AES_IV`,
+    /// `ADMIN_PASSWORD`, and the password in `DATABASE_URL`). `base_url`: the effective
+    /// `PUBLIC_BASE_URL` (known once the listener is bound).
+    pub fn summary(&self, base_url: &str) -> String {
+        const MASKED: &str = "***";
+        let list = |nets: &[IpNet]| {
+            let items: Vec<String> = nets.iter().map(ToString::to_string).collect();
+            if items.is_empty() {
+                "(none)".to_owned()
+            } else {
+                items.join(",")
+            }
+        };
+        let (mode, api_base) = match &self.gateway {
+            GatewayMode::Sandbox => ("sandbox", format!("{base_url}/sandbox")),
+            GatewayMode::Live { api_base } => ("live", api_base.clone()),
+        };
+        let window = match &self.kiccpay.window {
+            KiccPayWindow::Sandbox => format!("{base_url}/sandbox/kiccpay/window"),
+            KiccPayWindow::Url(url) => url.clone(),
+            KiccPayWindow::NotOffered => "(not offered)".to_owned(),
+        };
+        let kiccpay_api = self
+            .kiccpay
+            .api_base
+            .clone()
+            .unwrap_or_else(|| api_base.clone());
+        let payment_pages = self
+            .payment_page_origins
+            .sources(self.is_sandbox())
+            .join(",");
+        [
+            format!("mode={mode}"),
+            format!("DATABASE_URL={}", self.database_url),
+            format!("BIND_ADDR={}", self.bind_addr),
+            format!("PUBLIC_BASE_URL={base_url}"),
+            format!("KICC_API_BASE={api_base}"),
+            format!("KICC_MALL_ID={}", self.mall_id),
+            format!("KICC_SECRET_KEY={MASKED}"),
+            format!("KICCPAY_API_BASE={kiccpay_api}"),
+            format!("KICCPAY_TID={}", self.kiccpay.tid),
+            format!("KICCPAY_SVC_ID={}", self.kiccpay.svc_id),
+            format!("KICCPAY_BIZR_NO={}", self.kiccpay.bizr_no),
+            format!("KICCPAY_CHANNEL_ID={}", self.kiccpay.channel_id),
+            format!("KICCPAY_SECRET_KEY={MASKED}"),
+            format!("KICCPAY_AES_KEY={MASKED}"),
+            format!("KICCPAY_AES_IV={MASKED}"),
+            format!("KICCPAY_WINDOW_URL={window}"),
+            format!("KICC_TIMEOUT_SECS={}", self.gateway_timeout.as_secs()),
+            format!("WEBHOOK_ALLOWED_IPS={}", list(&self.webhook_allowed_ips)),
+            format!("TRUSTED_PROXIES={}", list(&self.trusted_proxies)),
+            format!("ADMIN_USER={}", self.admin_user),
+            format!(
+                "ADMIN_PASSWORD={MASKED}{}",
+                if self.admin_password_generated {
+                    " (generated)"
+                } else {
+                    ""
+                }
+            ),
+            format!("ORDER_EXPIRY_SECS={}", self.order_expiry.as_secs()),
+            format!(
+                "RECONCILE_INTERVAL_SECS={}",
+                self.reconcile_interval.as_secs()
+            ),
+            format!(
+                "COMPENSATION_MAX_ATTEMPTS={}",
+                self.compensation_max_attempts
+            ),
+            format!(
+                "COMPENSATION_BACKOFF_MS={}",
+                self.compensation_backoff.as_millis()
+            ),
+            format!("CHECKOUT_RATE_LIMIT={}/min", self.checkout_rate_limit),
+            format!(
+                "PAYMENT_PAGE_ORIGINS={}",
+                if payment_pages.is_empty() {
+                    "(none)"
+                } else {
+                    &payment_pages
+                }
+            ),
+            format!(
+                "SANDBOX_WEBHOOK_BACKOFF_MS={}",
+                self.sandbox.webhook_backoff.as_millis()
+            ),
+            format!(
+                "SANDBOX_AUTO_APPROVE_MS={}",
+                self.sandbox.auto_approve.map_or(0, |d| d.as_millis())
+            ),
+        ]
+        .join(" ")
     }
 
     /// The generated admin password, to print once at start (sandbox mode only).
@@ -395,6 +535,26 @@ fn http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::new(var, "must not have a query or fragment"));
     }
     Ok(value.trim_end_matches('/').to_owned())
+}
+
+/// A comma list of origins (`https://host[:port]`, no path, query or fragment).
+fn origin_list(var: &'static str, value: &str) -> Result<Vec<String>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            let url = http_url(var, item)?;
+            let parsed = url::Url::parse(&url).map_err(|e| ConfigError::new(var, e.to_string()))?;
+            if parsed.path() != "/" {
+                return Err(ConfigError::new(
+                    var,
+                    format!("`{item}` is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
+            Ok(parsed.origin().ascii_serialization())
+        })
+        .collect()
 }
 
 fn ascii_field(var: &'static str, value: &str, max: usize) -> Result<(), ConfigError> {
@@ -514,6 +674,7 @@ mod tests {
         assert_eq!(c.sandbox.webhook_backoff, Duration::from_millis(2000));
         assert_eq!(c.sandbox.auto_approve, Some(Duration::from_millis(10_000)));
         assert_eq!(c.admin_user, "admin");
+        assert_eq!(c.checkout_rate_limit, 30);
         assert_eq!(c.generated_admin_password().map(str::len), Some(20));
         assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
         let allowed: Vec<String> = c
@@ -603,6 +764,10 @@ mod tests {
             ("SANDBOX_WEBHOOK_BACKOFF_MS", "2s"),
             ("SANDBOX_AUTO_APPROVE_MS", "-1"),
             ("SANDBOX_AUTO_APPROVE_MS", "ten"),
+            ("PAYMENT_PAGE_ORIGINS", "https://pay.example.com/path"),
+            ("PAYMENT_PAGE_ORIGINS", "javascript:alert(1)"),
+            ("CHECKOUT_RATE_LIMIT", "0"),
+            ("CHECKOUT_RATE_LIMIT", "many"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();
@@ -669,5 +834,27 @@ mod tests {
             printed.contains("postgres://app:***@db.example.com/shop"),
             "{printed}"
         );
+        let summary = c.summary("http://127.0.0.1:8080");
+        for secret in [
+            "hunter2hunter2",
+            "topsecretkey",
+            "pa55word",
+            SANDBOX_KICCPAY_SECRET_KEY,
+            SANDBOX_KICCPAY_AES_KEY,
+            SANDBOX_KICCPAY_AES_IV,
+        ] {
+            assert!(!summary.contains(secret), "{secret} in {summary}");
+        }
+        for masked in [
+            "KICC_SECRET_KEY=***",
+            "KICCPAY_SECRET_KEY=***",
+            "KICCPAY_AES_KEY=***",
+            "KICCPAY_AES_IV=***",
+            "ADMIN_PASSWORD=***",
+            "DATABASE_URL=postgres://app:***@db.example.com/shop",
+        ] {
+            assert!(summary.contains(masked), "{masked} not in {summary}");
+        }
+        assert!(!summary.contains('\n'));
     }
 }

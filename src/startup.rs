@@ -139,7 +139,8 @@ impl Application {
             config.database_url,
             db.backend().as_str()
         );
-        log::debug!("configuration: {config:?}");
+        // Secrets as `***`: see `Config::summary`.
+        log::info!("configuration: {}", config.summary(&base_url));
 
         let cookie_key = load_cookie_key(&db).await?;
         // Sandbox mode: the sandbox gateway is mounted at /sandbox and reached, like KICC, over
@@ -158,8 +159,13 @@ impl Application {
             &config.admin_user,
             secrecy::ExposeSecret::expose_secret(&config.admin_password),
         );
+        let checkout_limit = crate::web::rate_limit::RateLimiter::new(
+            config.checkout_rate_limit,
+            std::time::Duration::from_secs(60),
+        );
         let state = web::Data::new(AppState {
             admin,
+            checkout_limit,
             reconciler: reconciler.clone(),
             checkout,
             kicc,
@@ -172,9 +178,12 @@ impl Application {
         });
         let app_state = state.clone();
         let app_sandbox = sandbox.clone();
+        let security_headers =
+            crate::web::security::SecurityHeaders::new(&state.config, &state.base_url);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .wrap(from_fn(crate::web::csrf::issue_cookie))
                 .wrap(from_fn(crate::web::metrics::track))
                 // Method, path (never the query string: a returnUrl GET carries authorizationId),
                 // status, time, peer.
@@ -184,6 +193,9 @@ impl Application {
                             format!("{} {}", req.method(), req.path())
                         }),
                 )
+                // Outermost: every response, the 404 page and extractor errors too.
+                .wrap(security_headers.middleware())
+                .configure(crate::web::error::body_limits)
                 .configure(crate::web::routes)
                 .configure(|cfg| {
                     if let Some(sandbox) = &app_sandbox {

@@ -19,6 +19,25 @@ pub struct ReturnParams {
     pub authorization_id: Option<String>,
 }
 
+impl ReturnParams {
+    /// The returnUrl's fields from its query string and its (form) body; a body field wins
+    /// over the query's. Never fails: what is missing is empty, and `handle_return` decides.
+    pub fn parse(query: &str, body: &[u8]) -> Self {
+        let mut fields: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+        fields.extend(url::form_urlencoded::parse(body).into_owned());
+        let mut take = |name: &str| fields.remove(name);
+        ReturnParams {
+            res_cd: take("resCd").unwrap_or_default(),
+            res_msg: take("resMsg").unwrap_or_default(),
+            shop_order_no: take("shopOrderNo").unwrap_or_default(),
+            authorization_id: take("authorizationId"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum ReturnOutcome {
     /// No order has that number.
@@ -433,4 +452,66 @@ pub(crate) struct CheckedApproval {
     pub transaction_date: Option<String>,
     /// The status check's own call.
     pub call_id: Option<i64>,
+}
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests of the returnUrl parser (`ReturnParams::parse`), with the mutators of
+    //! `kicc::fuzz`: what the payment window sends back, as a form body and a query string.
+    use proptest::prelude::*;
+
+    use super::ReturnParams;
+    use crate::kicc::fuzz::edited;
+
+    /// What the sandbox's return form and KICC send (spec 06), and a query-string return.
+    const SEEDS: &[&str] = &[
+        "resCd=0000&resMsg=%EC%A0%95%EC%83%81&shopOrderNo=261121-1530-K7QX9M2A&authorizationId=AUTH-7f3c9a21&shopValue1=x",
+        "resCd=W002&resMsg=Cancelled+by+the+shopper&shopOrderNo=261121-1530-K7QX9M2A",
+        "resCd=0000&shopOrderNo=261121-1530-K7QX9M2A&authorizationId=a%2Bb%3D%3D&authorizationId=second",
+    ];
+
+    fn encode(value: &str) -> String {
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    }
+
+    proptest! {
+        #[test]
+        fn return_parser_never_panics(query in edited(SEEDS), body in edited(SEEDS)) {
+            let query = String::from_utf8_lossy(&query);
+            let params = ReturnParams::parse(&query, &body);
+            // What handle_return does first with it.
+            let _ = crate::domain::ShopOrderNo::parse(&params.shop_order_no);
+        }
+
+        #[test]
+        fn valid_returns_parse_to_what_they_say(
+            res_cd in "\\PC{0,8}",
+            res_msg in "\\PC{0,60}",
+            order in "\\PC{0,40}",
+            authorization in prop::option::of("\\PC{0,80}"),
+            in_query in any::<bool>(),
+            query_noise in "\\PC{0,20}",
+        ) {
+            let mut form = format!(
+                "resCd={}&resMsg={}&shopOrderNo={}",
+                encode(&res_cd),
+                encode(&res_msg),
+                encode(&order)
+            );
+            if let Some(a) = &authorization {
+                form.push_str(&format!("&authorizationId={}", encode(a)));
+            }
+            // In the query (a GET return), or in the body with a query whose fields it overrides.
+            let (query, body) = if in_query {
+                (form, String::new())
+            } else {
+                (format!("resCd={}&shopOrderNo=other", encode(&query_noise)), form)
+            };
+            let params = ReturnParams::parse(&query, body.as_bytes());
+            prop_assert_eq!(params.res_cd, res_cd);
+            prop_assert_eq!(params.res_msg, res_msg);
+            prop_assert_eq!(params.shop_order_no, order);
+            prop_assert_eq!(params.authorization_id, authorization);
+        }
+    }
 }

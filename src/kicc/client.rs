@@ -44,7 +44,7 @@ pub struct KiccPaySettings {
     pub channel_id: String,
     pub secret_key: SecretString,
     pub aes_key: SecretBox<[u8; 32]>,
-    pub aes_iv: [u8; 16],
+    pub aes_iv: SecretBox<[u8; 16]>,
 }
 
 /// Where KICC is and who we are to it.
@@ -78,7 +78,7 @@ impl ClientSettings {
                 channel_id: kp.channel_id.clone(),
                 secret_key: kp.secret_key.clone(),
                 aes_key: SecretBox::new(Box::new(*kp.aes_key.expose_secret())),
-                aes_iv: kp.aes_iv,
+                aes_iv: SecretBox::new(Box::new(*kp.aes_iv.expose_secret())),
             },
             timeout: config.gateway_timeout,
         }
@@ -94,7 +94,7 @@ pub struct KiccClient {
 }
 
 /// A reply as it came off the wire, before interpretation.
-enum RawReply {
+pub(super) enum RawReply {
     Body { status: u16, bytes: Vec<u8> },
     Timeout,
     Transport(String),
@@ -131,11 +131,11 @@ impl<T> From<Failure> for Outcome<T> {
 }
 
 /// What is stored about an outcome besides its label.
-#[derive(Default)]
-struct Summary {
-    res_cd: Option<String>,
-    res_msg: Option<String>,
-    pg_cno: Option<String>,
+#[derive(Debug, Default)]
+pub(super) struct Summary {
+    pub(super) res_cd: Option<String>,
+    pub(super) res_msg: Option<String>,
+    pub(super) pg_cno: Option<String>,
 }
 
 /// Today in Korea (yyyyMMdd) and the time (HHmmss): KICC's dates are KST, and an idempotency key
@@ -162,6 +162,88 @@ fn decode_detail(detail: Option<String>) -> Option<String> {
             .next()
             .map(|(_, v)| v.into_owned())
             .unwrap_or(d)
+    })
+}
+
+/// Parses a reply body: only HTTP 200 with the documented JSON counts (spec 06).
+fn parse<R: DeserializeOwned>(reply: &RawReply) -> Result<R, Failure> {
+    match reply {
+        RawReply::Timeout => Err(Failure::Timeout),
+        RawReply::Transport(m) => Err(Failure::Transport(m.clone())),
+        RawReply::Body { status, .. } if *status != 200 => {
+            Err(Failure::Transport(format!("HTTP {status}")))
+        }
+        RawReply::Body { bytes, .. } => serde_json::from_slice(bytes)
+            .map_err(|e| Failure::Malformed(format!("reply is not the documented JSON: {e}"))),
+    }
+}
+
+/// What a reply means (no I/O): any code but `0000` is a decline; `accept` turns a `0000` reply
+/// into the result (and may still find it malformed or untrustworthy).
+pub(super) fn interpret<R, T>(
+    reply: &RawReply,
+    accept: impl FnOnce(R) -> Outcome<T>,
+) -> (Outcome<T>, Summary)
+where
+    R: Reply + DeserializeOwned,
+{
+    match parse::<R>(reply) {
+        Err(failure) => (failure.into(), Summary::default()),
+        Ok(reply) => {
+            let summary = Summary {
+                res_cd: Some(reply.code().to_owned()),
+                res_msg: reply.message().map(str::to_owned),
+                pg_cno: reply.pg_cno().map(str::to_owned),
+            };
+            let outcome = if reply.code() == "0000" {
+                accept(reply)
+            } else {
+                Outcome::Declined {
+                    code: reply.code().to_owned(),
+                    message: reply.message().unwrap_or_default().to_owned(),
+                    detail: decode_detail(reply.detail().map(str::to_owned)),
+                }
+            };
+            (outcome, summary)
+        }
+    }
+}
+
+/// An approval `0000` reply as a result: complete, and its msgAuthValue verified with `secret_key`.
+pub(super) fn verified_approval(secret_key: &str, r: wire::ApprovalResponse) -> Outcome<Approval> {
+    let (Some(pg_cno), Some(amount), Some(transaction_date)) =
+        (r.pg_cno, r.amount, r.transaction_date)
+    else {
+        return Outcome::Malformed("0000 without pgCno, amount or transactionDate".into());
+    };
+    let Some(mac) = r.msg_auth_value else {
+        return Outcome::IntegrityFailure {
+            detail: "approval without msgAuthValue".into(),
+            pg_cno: Some(pg_cno),
+        };
+    };
+    let amount_text = amount.to_string();
+    let fields = [
+        pg_cno.as_str(),
+        amount_text.as_str(),
+        transaction_date.as_str(),
+    ];
+    if !crypto::verify_msg_auth_value(secret_key, &fields, &mac) {
+        return Outcome::IntegrityFailure {
+            detail: "msgAuthValue does not match pgCno|amount|transactionDate".into(),
+            pg_cno: Some(pg_cno),
+        };
+    }
+    let payment = r.payment_info;
+    Outcome::Accepted(Approval {
+        pg_cno,
+        shop_order_no: r.shop_order_no,
+        amount,
+        transaction_date,
+        status: r.status_code.as_deref().map(TradeStatus::from_code),
+        status_code: r.status_code,
+        approval_no: payment.as_ref().and_then(|p| p.approval_no.clone()),
+        approval_date: payment.and_then(|p| p.approval_date),
     })
 }
 
@@ -294,19 +376,6 @@ impl KiccClient {
         })
     }
 
-    /// Parses a reply body: only HTTP 200 with the documented JSON counts (spec 06).
-    fn parse<R: DeserializeOwned>(exchange: &Exchange) -> Result<R, Failure> {
-        match &exchange.reply {
-            RawReply::Timeout => Err(Failure::Timeout),
-            RawReply::Transport(m) => Err(Failure::Transport(m.clone())),
-            RawReply::Body { status, .. } if *status != 200 => {
-                Err(Failure::Transport(format!("HTTP {status}")))
-            }
-            RawReply::Body { bytes, .. } => serde_json::from_slice(bytes)
-                .map_err(|e| Failure::Malformed(format!("reply is not the documented JSON: {e}"))),
-        }
-    }
-
     /// Completes the call's row and logs one line (no bodies).
     async fn finish<T>(
         &self,
@@ -422,26 +491,7 @@ impl KiccClient {
         R: Reply + DeserializeOwned,
     {
         let exchange = self.send(api, order_id, key, date, body).await?;
-        let (outcome, summary) = match Self::parse::<R>(&exchange) {
-            Err(failure) => (failure.into(), Summary::default()),
-            Ok(reply) => {
-                let summary = Summary {
-                    res_cd: Some(reply.code().to_owned()),
-                    res_msg: reply.message().map(str::to_owned),
-                    pg_cno: reply.pg_cno().map(str::to_owned),
-                };
-                let outcome = if reply.code() == "0000" {
-                    accept(reply)
-                } else {
-                    Outcome::Declined {
-                        code: reply.code().to_owned(),
-                        message: reply.message().unwrap_or_default().to_owned(),
-                        detail: decode_detail(reply.detail().map(str::to_owned)),
-                    }
-                };
-                (outcome, summary)
-            }
-        };
+        let (outcome, summary) = interpret(&exchange.reply, accept);
         Ok(self.finish(api, exchange, outcome, summary).await)
     }
 
@@ -664,46 +714,9 @@ impl KiccClient {
             Some(order.id),
             (key, date),
             Self::body(&request),
-            |r| self.verified_approval(r),
+            |r| verified_approval(self.settings.secret_key.expose_secret(), r),
         )
         .await
-    }
-
-    fn verified_approval(&self, r: wire::ApprovalResponse) -> Outcome<Approval> {
-        let (Some(pg_cno), Some(amount), Some(transaction_date)) =
-            (r.pg_cno, r.amount, r.transaction_date)
-        else {
-            return Outcome::Malformed("0000 without pgCno, amount or transactionDate".into());
-        };
-        let Some(mac) = r.msg_auth_value else {
-            return Outcome::IntegrityFailure {
-                detail: "approval without msgAuthValue".into(),
-                pg_cno: Some(pg_cno),
-            };
-        };
-        let amount_text = amount.to_string();
-        let fields = [
-            pg_cno.as_str(),
-            amount_text.as_str(),
-            transaction_date.as_str(),
-        ];
-        if !crypto::verify_msg_auth_value(self.settings.secret_key.expose_secret(), &fields, &mac) {
-            return Outcome::IntegrityFailure {
-                detail: "msgAuthValue does not match pgCno|amount|transactionDate".into(),
-                pg_cno: Some(pg_cno),
-            };
-        }
-        let payment = r.payment_info;
-        Outcome::Accepted(Approval {
-            pg_cno,
-            shop_order_no: r.shop_order_no,
-            amount,
-            transaction_date,
-            status: r.status_code.as_deref().map(TradeStatus::from_code),
-            status_code: r.status_code,
-            approval_no: payment.as_ref().and_then(|p| p.approval_no.clone()),
-            approval_date: payment.and_then(|p| p.approval_date),
-        })
     }
 
     /// Generic cancel: `POST /api/trades/revise` (spec 06).
@@ -807,7 +820,7 @@ impl KiccClient {
             merc_trx_no: order.shop_order_no.to_string(),
             token_key: crypto::encrypt_token_key(
                 kp.aes_key.expose_secret(),
-                &kp.aes_iv,
+                kp.aes_iv.expose_secret(),
                 authorization_id,
             ),
             alot_month: "00".into(),

@@ -4,6 +4,8 @@
 
 mod client;
 pub mod crypto;
+#[cfg(test)]
+pub(crate) mod fuzz;
 mod redact;
 pub mod webhook;
 mod wire;

@@ -34,7 +34,7 @@ pub struct SandboxKiccPay {
     pub channel_id: String,
     pub secret_key: SecretString,
     pub aes_key: SecretBox<[u8; 32]>,
-    pub aes_iv: [u8; 16],
+    pub aes_iv: SecretBox<[u8; 16]>,
 }
 
 impl fmt::Debug for SandboxConfig {
@@ -83,7 +83,7 @@ impl SandboxConfig {
                 channel_id: k.channel_id.clone(),
                 secret_key: k.secret_key.clone(),
                 aes_key: SecretBox::new(Box::new(*k.aes_key.expose_secret())),
-                aes_iv: k.aes_iv,
+                aes_iv: SecretBox::new(Box::new(*k.aes_iv.expose_secret())),
             },
             webhook_backoff: config.sandbox.webhook_backoff,
             auto_approve: config.sandbox.auto_approve,

@@ -1562,7 +1562,7 @@ impl Ledger {
             })?;
         let k = &ctx.config.kiccpay;
         let authorization_id =
-            crypto::decrypt_token_key(k.aes_key.expose_secret(), &k.aes_iv, token);
+            crypto::decrypt_token_key(k.aes_key.expose_secret(), k.aes_iv.expose_secret(), token);
         if authorization_id.is_none() || authorization_id != trade.authorization_id {
             return Err(Refusal::new(
                 code::FOREIGN_AUTHORIZATION,

@@ -17,10 +17,6 @@ use crate::db::admin::{self, Cursor, OrderFilter};
 use crate::db::{gateway_calls, orders, webhook_deliveries};
 use crate::domain::{Currency, Money, Order};
 
-fn secure(state: &AppState) -> bool {
-    state.base_url.starts_with("https://")
-}
-
 fn see_other(location: impl Into<String>) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location.into()))
@@ -119,7 +115,7 @@ fn login_page(
     error: Option<String>,
     status: actix_web::http::StatusCode,
 ) -> HttpResponse {
-    let (cookie, token) = admin_auth::login_cookie(&state.cookie_key, secure(state));
+    let (cookie, token) = admin_auth::login_cookie(&state.cookie_key, state.https());
     let mut response = super::render(
         &LoginPage {
             token,
@@ -189,7 +185,7 @@ pub async fn login(
     let _ = response.add_cookie(&admin_auth::session_cookie(
         &state.cookie_key,
         &form.user,
-        secure(&state),
+        state.https(),
     ));
     let _ = response.add_removal_cookie(&admin_auth::removal(admin_auth::LOGIN_COOKIE));
     response

@@ -2,10 +2,8 @@
 //! session cookie (HttpOnly, SameSite=Strict, Secure over https) that carries the session's
 //! CSRF token, and a per-IP limit on failed sign-ins.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
@@ -13,6 +11,8 @@ use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use subtle::ConstantTimeEq;
+
+use super::rate_limit::RateLimiter;
 
 pub const SESSION_COOKIE: &str = "admin";
 pub const LOGIN_COOKIE: &str = "admin_login";
@@ -25,7 +25,8 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub struct AdminAuth {
     user: String,
     password_hash: String,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed sign-ins per address.
+    failures: RateLimiter,
 }
 
 /// A signed-in admin.
@@ -46,21 +47,13 @@ impl AdminAuth {
         Self {
             user: user.to_owned(),
             password_hash,
-            failures: Mutex::new(HashMap::new()),
+            failures: RateLimiter::new(MAX_FAILURES, FAILURE_WINDOW),
         }
     }
 
     /// Whether this address may try again now.
     pub fn allowed(&self, ip: IpAddr) -> bool {
-        let mut failures = self.failures.lock().expect("failures");
-        match failures.get(&ip) {
-            Some((count, since)) if since.elapsed() < FAILURE_WINDOW => *count < MAX_FAILURES,
-            Some(_) => {
-                failures.remove(&ip);
-                true
-            }
-            None => true,
-        }
+        self.failures.check(ip).is_ok()
     }
 
     /// Checks the credentials (constant time for the user, argon2 for the password); counts a
@@ -72,21 +65,16 @@ impl AdminAuth {
             .verify_password(password.as_bytes(), &hash)
             .is_ok();
         let ok = user_ok && password_ok;
-        let mut failures = self.failures.lock().expect("failures");
         if ok {
-            failures.remove(&ip);
+            self.failures.forget(ip);
         } else {
-            let entry = failures.entry(ip).or_insert((0, Instant::now()));
-            if entry.1.elapsed() >= FAILURE_WINDOW {
-                *entry = (0, Instant::now());
-            }
-            entry.0 += 1;
+            self.failures.count(ip);
         }
         ok
     }
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
@@ -105,12 +93,19 @@ fn signed_cookie(
     cookie.set_max_age(actix_web::cookie::time::Duration::seconds(
         max_age.as_secs() as i64,
     ));
-    let mut jar = CookieJar::new();
-    jar.signed_mut(key).add(cookie);
-    jar.get(name).expect("just added").clone()
+    sign(key, cookie)
 }
 
-fn read_signed(req: &HttpRequest, key: &Key, name: &str) -> Option<String> {
+/// `cookie` with its value signed by `key` (readable back only through [`read_signed`]).
+pub(super) fn sign(key: &Key, cookie: Cookie<'static>) -> Cookie<'static> {
+    let name = cookie.name().to_owned();
+    let mut jar = CookieJar::new();
+    jar.signed_mut(key).add(cookie);
+    jar.get(&name).expect("just added").clone()
+}
+
+/// The value of the signed cookie `name`, if its signature verifies.
+pub(super) fn read_signed(req: &HttpRequest, key: &Key, name: &str) -> Option<String> {
     let cookie = req.cookie(name)?;
     let mut jar = CookieJar::new();
     jar.add_original(cookie);

@@ -2,7 +2,7 @@
 //! payment, reading its status. Errors are `{"error":{"code","message","field"}}` with a 4xx/5xx.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -19,10 +19,12 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Seconds for `Retry-After` (429).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(
+    pub(super) fn new(
         status: StatusCode,
         code: &'static str,
         message: impl Into<String>,
@@ -33,7 +35,40 @@ impl ApiError {
             code,
             message: message.into(),
             field: field.map(str::to_owned),
+            retry_after: None,
         }
+    }
+}
+
+impl ApiError {
+    pub(super) fn payload_too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over {} KiB", super::error::JSON_LIMIT / 1024),
+            None,
+        )
+    }
+
+    fn too_many_requests(retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("too many orders from this address; retry after {retry_after} s"),
+                None,
+            )
+        }
+    }
+
+    pub(super) fn unsupported_media_type() -> Self {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+            None,
+        )
     }
 }
 
@@ -46,7 +81,11 @@ impl ResponseError for ApiError {
         if self.status.is_server_error() {
             log::error!("api: {self}");
         }
-        HttpResponse::build(self.status).json(
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds));
+        }
+        response.json(
             json!({"error": {"code": self.code, "message": self.message, "field": self.field}}),
         )
     }
@@ -177,8 +216,21 @@ fn unprocessable(field: &str, message: impl Into<String>) -> ApiError {
 /// `POST /api/orders` → 201 `{"shopOrderNo","status","amount","currency","pgCno","paymentPageUrl","qrSvgUrl","orderUrl"}`.
 pub async fn create_order(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<NewOrderJson>,
 ) -> Result<HttpResponse, ApiError> {
+    // actix also takes `text/json` and `…+json`; the API takes exactly application/json.
+    let json = req
+        .mime_type()
+        .ok()
+        .flatten()
+        .is_some_and(|m| m.essence_str() == "application/json");
+    if !json {
+        return Err(ApiError::unsupported_media_type());
+    }
+    state
+        .limit_checkout(&req)
+        .map_err(ApiError::too_many_requests)?;
     let body = body.into_inner();
     let currency: Currency = body
         .currency
@@ -279,24 +331,4 @@ pub async fn get_order(
         .await?
         .ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(order_json(&order)))
-}
-
-/// JSON bodies that do not parse get the API's error shape, not actix's text.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| {
-            let message = err.to_string();
-            let status = match &err {
-                actix_web::error::JsonPayloadError::ContentType => {
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE
-                }
-                actix_web::error::JsonPayloadError::Overflow { .. }
-                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                }
-                _ => StatusCode::BAD_REQUEST,
-            };
-            ApiError::new(status, "bad_request", message, None).into()
-        })
 }

@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::csrf::ShopCsrf;
 use super::error::WebError;
 use super::pages::{CartLineView, CartPage, Layout};
 use crate::db::products;
@@ -100,15 +101,13 @@ impl Cart {
 
     /// The signed cookie holding this cart (HttpOnly; Secure when the shop is served over https).
     pub fn cookie(&self, key: &Key, secure: bool) -> Cookie<'static> {
-        let mut jar = CookieJar::new();
         let value = serde_json::to_string(self).expect("cart serializes");
         let mut cookie = Cookie::new(COOKIE, value);
         cookie.set_path("/");
         cookie.set_http_only(true);
         cookie.set_same_site(SameSite::Lax);
         cookie.set_secure(secure);
-        jar.signed_mut(key).add(cookie);
-        jar.get(COOKIE).expect("just added").clone()
+        super::admin_auth::sign(key, cookie)
     }
 }
 
@@ -169,6 +168,7 @@ pub async fn show(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<CurrencyQuery>,
+    csrf: ShopCsrf,
 ) -> Result<CartPage, WebError> {
     let cart = Cart::from_request(&req, &state.cookie_key);
     let currency = query.currency();
@@ -192,6 +192,7 @@ pub async fn show(
             })
             .collect(),
         total: total.to_string(),
+        csrf: csrf.token().to_owned(),
     })
 }
 
@@ -201,6 +202,15 @@ pub struct CartItemForm {
     pub quantity: Option<String>,
     /// `set` replaces the line's quantity; anything else adds to it.
     pub mode: Option<String>,
+    #[serde(default)]
+    pub csrf: String,
+}
+
+/// A form that carries nothing but its CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfOnlyForm {
+    #[serde(default)]
+    pub csrf: String,
 }
 
 fn parse_quantity(text: Option<&str>, allow_zero: bool) -> Result<u32, WebError> {
@@ -217,7 +227,7 @@ fn parse_quantity(text: Option<&str>, allow_zero: bool) -> Result<u32, WebError>
 fn back_to_cart(state: &AppState, cart: &Cart) -> HttpResponse {
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, "/cart"))
-        .cookie(cart.cookie(&state.cookie_key, state.base_url.starts_with("https://")))
+        .cookie(cart.cookie(&state.cookie_key, state.https()))
         .finish()
 }
 
@@ -225,9 +235,11 @@ fn back_to_cart(state: &AppState, cart: &Cart) -> HttpResponse {
 pub async fn add(
     state: web::Data<AppState>,
     req: HttpRequest,
+    csrf: ShopCsrf,
     form: web::Form<CartItemForm>,
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
+    csrf.verify(&form.csrf)?;
     let setting = form.mode.as_deref() == Some("set");
     let quantity = parse_quantity(form.quantity.as_deref(), setting)?;
     let sku = form.sku.trim().to_owned();
@@ -254,10 +266,13 @@ pub async fn remove(
     state: web::Data<AppState>,
     req: HttpRequest,
     sku: web::Path<String>,
-) -> HttpResponse {
+    csrf: ShopCsrf,
+    form: web::Form<CsrfOnlyForm>,
+) -> Result<HttpResponse, WebError> {
+    csrf.verify(&form.csrf)?;
     let mut cart = Cart::from_request(&req, &state.cookie_key);
     cart.remove(&sku);
-    back_to_cart(&state, &cart)
+    Ok(back_to_cart(&state, &cart))
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! The shopper's checkout pages: the form, placing the order, the returnUrl, the order page with
 //! its QR (native) or result, and the QR images. Handlers stay thin: parse, call `Checkout`, page.
 
-use std::collections::HashMap;
-
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
 use super::cart::{Cart, CurrencyQuery, price};
+use super::csrf::ShopCsrf;
 use super::error::WebError;
 use super::pages::{CartLineView, CheckoutPage, FieldError, Layout, OrderLineView, OrderPage};
 use super::qr;
@@ -36,6 +35,9 @@ pub struct CheckoutForm {
     pub key: String,
     #[serde(default)]
     pub device: String,
+    /// This browser's CSRF token (`web::csrf`).
+    #[serde(default)]
+    pub csrf: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +64,7 @@ fn input_for(field: &str) -> &'static str {
 
 async fn checkout_page(
     state: &AppState,
+    csrf: &ShopCsrf,
     cart: &Cart,
     form: CheckoutForm,
     errors: Vec<FieldError>,
@@ -97,6 +100,7 @@ async fn checkout_page(
         form: CheckoutForm { key, ..form },
         errors,
         banner,
+        csrf: csrf.token().to_owned(),
     })
 }
 
@@ -105,6 +109,7 @@ pub async fn form(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<CurrencyQuery>,
+    csrf: ShopCsrf,
 ) -> Result<HttpResponse, WebError> {
     let cart = Cart::from_request(&req, &state.cookie_key);
     if cart.is_empty() {
@@ -116,7 +121,7 @@ pub async fn form(
         currency: query.currency().code().to_owned(),
         ..Default::default()
     };
-    let page = checkout_page(&state, &cart, form, Vec::new(), None).await?;
+    let page = checkout_page(&state, &csrf, &cart, form, Vec::new(), None).await?;
     Ok(super::render(&page, actix_web::http::StatusCode::OK))
 }
 
@@ -126,9 +131,14 @@ pub async fn submit(
     state: web::Data<AppState>,
     req: HttpRequest,
     query: web::Query<DeviceQuery>,
+    csrf: ShopCsrf,
     form: web::Form<CheckoutForm>,
 ) -> Result<HttpResponse, WebError> {
     let form = form.into_inner();
+    csrf.verify(&form.csrf)?;
+    state
+        .limit_checkout(&req)
+        .map_err(|retry_after| WebError::TooManyRequests { retry_after })?;
     let cart = Cart::from_request(&req, &state.cookie_key);
     if cart.is_empty() {
         return Ok(HttpResponse::SeeOther()
@@ -164,7 +174,7 @@ pub async fn submit(
     .ok();
     let (Some(currency), Some(pay_method), Some(customer)) = (currency, pay_method, customer)
     else {
-        let page = checkout_page(&state, &cart, form, errors, None).await?;
+        let page = checkout_page(&state, &csrf, &cart, form, errors, None).await?;
         return Ok(super::render(
             &page,
             actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
@@ -221,7 +231,7 @@ pub async fn submit(
                 key: String::new(),
                 ..form
             };
-            let page = checkout_page(&state, &cart, form, Vec::new(), Some(banner)).await?;
+            let page = checkout_page(&state, &csrf, &cart, form, Vec::new(), Some(banner)).await?;
             Ok(super::render(
                 &page,
                 actix_web::http::StatusCode::BAD_GATEWAY,
@@ -235,20 +245,10 @@ pub async fn submit(
 pub async fn payment_return(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    body: Result<web::Bytes, actix_web::Error>,
 ) -> Result<HttpResponse, WebError> {
-    let mut fields: HashMap<String, String> =
-        url::form_urlencoded::parse(req.query_string().as_bytes())
-            .into_owned()
-            .collect();
-    fields.extend(url::form_urlencoded::parse(&body).into_owned());
-    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
-    let params = ReturnParams {
-        res_cd: field("resCd"),
-        res_msg: field("resMsg"),
-        shop_order_no: field("shopOrderNo"),
-        authorization_id: fields.get("authorizationId").cloned(),
-    };
+    let body = body.map_err(|e| WebError::from_payload(&e))?;
+    let params = ReturnParams::parse(req.query_string(), &body);
     match state.checkout.handle_return(params).await? {
         ReturnOutcome::UnknownOrder => Err(WebError::NotFound {
             what: "order".into(),

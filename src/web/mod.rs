@@ -8,12 +8,15 @@ mod assets;
 pub mod cart;
 pub mod checkout;
 pub mod client_ip;
+pub mod csrf;
 pub mod error;
 mod health;
 pub mod metrics;
 pub mod pages;
 pub mod qr;
+pub mod rate_limit;
 mod review;
+pub mod security;
 mod shop;
 mod webhooks;
 
@@ -45,6 +48,26 @@ pub struct AppState {
     pub cookie_key: actix_web::cookie::Key,
     /// The integration review started from `/review` (sandbox mode).
     pub review: Arc<review::ReviewBoard>,
+    /// Checkouts started per client address (`CHECKOUT_RATE_LIMIT` a minute).
+    pub checkout_limit: rate_limit::RateLimiter,
+}
+
+impl AppState {
+    /// Served over https (`PUBLIC_BASE_URL`): cookies are `Secure`.
+    pub fn https(&self) -> bool {
+        security::is_https(&self.base_url)
+    }
+
+    /// Counts a checkout (`POST /checkout`, `POST /api/orders`) against the client's address
+    /// (behind `TRUSTED_PROXIES`, the address they forwarded); `Err(seconds to wait)` when over.
+    pub fn limit_checkout(&self, req: &actix_web::HttpRequest) -> Result<(), u64> {
+        let ip = client_ip::of_request(req, &self.config.trusted_proxies);
+        self.checkout_limit.take(ip).map_err(|wait| {
+            log::warn!("checkout from {ip}: over CHECKOUT_RATE_LIMIT");
+            // Whole seconds, rounded up: a client that waits that long gets through.
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
 }
 
 /// Every route of the app (DESIGN §3), in one table.
@@ -74,11 +97,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/webhooks/kicc/payment", web::post().to(webhooks::receive))
         .route("/webhooks/kicc/cancel", web::post().to(webhooks::receive))
         .route("/api/products", web::get().to(api::list_products))
-        .service(
-            web::resource("/api/orders")
-                .app_data(api::json_config())
-                .route(web::post().to(api::create_order)),
-        )
+        .route("/api/orders", web::post().to(api::create_order))
         .route("/api/orders/{no}", web::get().to(api::get_order))
         .route("/review", web::get().to(review::page))
         .route("/review", web::post().to(review::start))

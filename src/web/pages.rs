@@ -54,6 +54,8 @@ pub struct CatalogPage {
 pub struct ProductPage {
     pub layout: Layout,
     pub product: ProductView,
+    /// This browser's CSRF token, for the form.
+    pub csrf: String,
 }
 
 #[derive(Template)]
@@ -82,6 +84,8 @@ pub struct CartPage {
     pub other_currency: String,
     pub lines: Vec<CartLineView>,
     pub total: String,
+    /// This browser's CSRF token, for the forms.
+    pub csrf: String,
 }
 
 /// A message next to one input of a form.
@@ -114,6 +118,8 @@ pub struct CheckoutPage {
     pub errors: Vec<FieldError>,
     /// A message above the form (KICC's refusal, gateway trouble).
     pub banner: Option<String>,
+    /// This browser's CSRF token, for the form.
+    pub csrf: String,
 }
 
 impl CheckoutPage {

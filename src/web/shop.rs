@@ -3,6 +3,7 @@
 use actix_web::web;
 
 use super::AppState;
+use super::csrf::ShopCsrf;
 use super::error::WebError;
 use super::pages::{CatalogPage, Layout, ProductPage, ProductView};
 use crate::db::products;
@@ -20,6 +21,7 @@ pub async fn catalog(state: web::Data<AppState>) -> Result<CatalogPage, WebError
 pub async fn product(
     state: web::Data<AppState>,
     sku: web::Path<String>,
+    csrf: ShopCsrf,
 ) -> Result<ProductPage, WebError> {
     let sku = sku.into_inner();
     let product = state
@@ -32,5 +34,6 @@ pub async fn product(
     Ok(ProductPage {
         layout: Layout::new(product.name.clone(), state.config.is_sandbox()),
         product: ProductView::from(&product),
+        csrf: csrf.token().to_owned(),
     })
 }

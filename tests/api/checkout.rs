@@ -265,19 +265,19 @@ both_backends! {
 
     async fn mobile_checkout_form_redirects_and_ends_paid_and_a_double_submit_makes_one_order(test_db) {
         let app = app(test_db).await;
-        app.post_form("/cart/items", &[("sku", "CANVAS-TOTE"), ("quantity", "1")]).await;
+        app.post_shop_form("/cart/items", &[("sku", "CANVAS-TOTE"), ("quantity", "1")]).await;
         let form_page = app.get("/checkout").await.text().await.unwrap();
         let (action, fields) = parse_form(&form_page);
         assert_eq!(action, "/checkout");
         let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
         let submit = [("key", key.as_str()), ("currency", "KRW"), ("name", "김민수"), ("email", "minsu@example.kr"),
                       ("phone", "01098765432"), ("address", "Busan"), ("pay_method", "wechat"), ("device", "mobile")];
-        let first = app.post_form("/checkout", &submit).await;
+        let first = app.post_shop_form("/checkout", &submit).await;
         assert_eq!(first.status(), 303);
         let page_url = first.headers()["location"].to_str().unwrap().to_owned();
         assert!(page_url.contains("/sandbox/wechat/mweb/"), "{page_url}");
         // The same form again: the same order, the same page.
-        let second = app.post_form("/checkout", &submit).await;
+        let second = app.post_shop_form("/checkout", &submit).await;
         assert_eq!(second.headers()["location"].to_str().unwrap(), page_url);
         let count: i64 = { let mut c = app.db.get().unwrap();
             diesel::QueryDsl::count(kicc_checkout::db::schema::orders::table).get_result(&mut *c).unwrap() };
@@ -452,11 +452,11 @@ both_backends! {
 
     async fn prices_and_currencies_come_from_the_catalog(test_db) {
         let app = app(test_db).await;
-        app.post_form("/cart/items", &[("sku", "ZIP-HOODIE"), ("quantity", "1")]).await;
+        app.post_shop_form("/cart/items", &[("sku", "ZIP-HOODIE"), ("quantity", "1")]).await;
         let (_, fields) = parse_form(&app.get("/checkout").await.text().await.unwrap());
         let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
         // A posted price, amount or total is ignored; the catalog's price is charged.
-        let tampered = app.post_form("/checkout", &[("key", &key), ("currency", "USD"), ("name", "Eve"), ("email", "eve@example.com"),
+        let tampered = app.post_shop_form("/checkout", &[("key", &key), ("currency", "USD"), ("name", "Eve"), ("email", "eve@example.com"),
             ("phone", "01011112222"), ("address", "Seoul"), ("pay_method", "wechat"), ("device", "pc"),
             ("price", "1"), ("amount", "1"), ("total", "1"), ("unit_price", "1")]).await;
         assert_eq!(tampered.status(), 303);
@@ -467,7 +467,7 @@ both_backends! {
         // A currency the catalog has no price in: refused, field by field, values kept, no order.
         let (_, fields) = parse_form(&app.get("/checkout").await.text().await.unwrap());
         let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
-        let refused = app.post_form("/checkout", &[("key", &key), ("currency", "JPY"), ("name", "Eve"), ("email", "not-an-email"),
+        let refused = app.post_shop_form("/checkout", &[("key", &key), ("currency", "JPY"), ("name", "Eve"), ("email", "not-an-email"),
             ("phone", "01011112222"), ("address", "Seoul"), ("pay_method", "wechat")]).await;
         assert_eq!(refused.status(), 422);
         let html = refused.text().await.unwrap();
@@ -509,7 +509,7 @@ async fn a_declined_create_shows_kiccs_message_and_lets_the_shopper_retry() {
         ],
     )
     .await;
-    app.post_form("/cart/items", &[("sku", "CERAMIC-MUG")])
+    app.post_shop_form("/cart/items", &[("sku", "CERAMIC-MUG")])
         .await;
     let (_, fields) = parse_form(&app.get("/checkout").await.text().await.unwrap());
     let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
@@ -523,7 +523,7 @@ async fn a_declined_create_shows_kiccs_message_and_lets_the_shopper_retry() {
         ("pay_method", "wechat"),
         ("device", "pc"),
     ];
-    let declined = app.post_form("/checkout", &submit).await;
+    let declined = app.post_shop_form("/checkout", &submit).await;
     assert_eq!(declined.status(), 502);
     let html = declined.text().await.unwrap();
     assert!(

@@ -170,7 +170,10 @@ impl Drop for TestDb {
 /// The app on port 0 with its own database, served in the background.
 #[allow(dead_code)] // `db` is for tests that look behind the HTTP answers.
 pub struct TestApp {
+    /// `PUBLIC_BASE_URL` (by default the bound address).
     pub address: String,
+    /// The bound address, `http://127.0.0.1:PORT`, whatever `PUBLIC_BASE_URL` says.
+    pub local_address: String,
     pub db: Db,
     pub client: reqwest::Client,
     /// Its reconciler, for passes on demand.
@@ -211,12 +214,15 @@ impl TestApp {
             Ok(match var {
                 "DATABASE_URL" => Some(url.clone()),
                 "BIND_ADDR" => Some("127.0.0.1:0".to_owned()),
+                // Tests start many checkouts from 127.0.0.1; the limit's own test sets it low.
+                "CHECKOUT_RATE_LIMIT" => Some("1000000".to_owned()),
                 _ => None,
             })
         })
         .expect("test configuration");
         let app = Application::build(config).await.expect("app builds");
         let address = app.base_url().to_owned();
+        let local_address = format!("http://{}", app.local_addr());
         let db = app.state().db.clone();
         let reconciler = app.reconciler().clone();
         tokio::spawn(app.run_until_stopped());
@@ -227,6 +233,7 @@ impl TestApp {
             .expect("client");
         Self {
             address,
+            local_address,
             db,
             client,
             reconciler,
@@ -245,6 +252,26 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// This browser's shop CSRF token, read from a product page's form (its cookie lands in the
+    /// client's cookie store, as in a browser).
+    pub async fn csrf_token(&self) -> String {
+        let html = self
+            .get("/products/STICKER-PACK")
+            .await
+            .text()
+            .await
+            .unwrap();
+        hidden_field(&html, "csrf").expect("the product form carries a CSRF token")
+    }
+
+    /// A shop form (cart, checkout) posted as its page would: with this browser's CSRF token.
+    pub async fn post_shop_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let token = self.csrf_token().await;
+        let mut fields = form.to_vec();
+        fields.push(("csrf", &token));
+        self.post_form(path, &fields).await
     }
 
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
@@ -403,4 +430,41 @@ pub fn hidden_field(html: &str, name: &str) -> Option<String> {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker)? + marker.len();
     Some(html[start..].split('"').next()?.to_owned())
+}
+
+/// A logger that keeps every record (all levels, all crates) of this test process.
+pub struct LogCapture(std::sync::Mutex<Vec<String>>);
+
+impl LogCapture {
+    /// Everything logged so far, one record a line.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+}
+
+impl log::Log for LogCapture {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        self.0.lock().unwrap().push(format!(
+            "{} {} {}",
+            record.level(),
+            record.target(),
+            record.args()
+        ));
+    }
+    fn flush(&self) {}
+}
+
+/// Installs the capturing logger at trace level, once per process (tests that read logs share
+/// it when they run in one process, as under `cargo test`).
+pub fn capture_logs() -> &'static LogCapture {
+    static CAPTURE: LogCapture = LogCapture(std::sync::Mutex::new(Vec::new()));
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        log::set_logger(&CAPTURE).expect("no other logger in the test process");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
+    &CAPTURE
 }

@@ -196,29 +196,9 @@ both_backends! {
     }
 }
 
-/// A logger that keeps every record (all levels, all crates) for this test process.
-struct Capture(Mutex<Vec<String>>);
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        self.0.lock().unwrap().push(format!(
-            "{} {} {}",
-            record.level(),
-            record.target(),
-            record.args()
-        ));
-    }
-    fn flush(&self) {}
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_token_key_and_authorization_id_reach_neither_table_nor_log() {
-    static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
-    log::set_logger(&CAPTURE).unwrap();
-    log::set_max_level(log::LevelFilter::Trace);
+    let capture = crate::helpers::capture_logs();
 
     let test_db = crate::helpers::TestDb::sqlite();
     let db = test_db.connect(2);
@@ -247,7 +227,7 @@ async fn secrets_token_key_and_authorization_id_reach_neither_table_nor_log() {
     let config = kicc_checkout::config::Config::from_lookup(|_| Ok(None)).unwrap();
     let token_key = kicc_checkout::kicc::crypto::encrypt_token_key(
         secrecy::ExposeSecret::expose_secret(&config.kiccpay.aes_key),
-        &config.kiccpay.aes_iv,
+        secrecy::ExposeSecret::expose_secret(&config.kiccpay.aes_iv),
         authorization_id,
     );
     let received: String = server
@@ -260,7 +240,7 @@ async fn secrets_token_key_and_authorization_id_reach_neither_table_nor_log() {
     let rows = gateway_calls::all(&mut db.get().unwrap()).unwrap();
     assert_eq!(rows.len(), 4);
     let stored = format!("{rows:?}");
-    let logged = CAPTURE.0.lock().unwrap().join("\n");
+    let logged = capture.text();
     assert!(
         logged.contains("kicc approval_v2"),
         "the client logs its calls: {logged}"

@@ -11,6 +11,7 @@ mod checkout;
 mod cli;
 mod contract;
 mod crash;
+mod hardening;
 mod harness;
 mod kicc_client;
 mod migrations;
