@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The load harness (issues 9 and 10), one command:
+#   bash benches/load.sh                    # issue 9: every figure, SQLite and PostgreSQL
+#   bash benches/load.sh bench sqlite       # one backend
+#   bash benches/load.sh reliability        # issue 10: 10,000 deliveries for 2,000 orders, SQLite
+#   LOAD_SECONDS=20 LOAD_ORDERS=10000 bash benches/load.sh
+# Installs wrk from Debian if missing, builds the release binaries (the app and its ceilings,
+# src/bin/kicc-ceiling.rs), then runs benches/load/harness.py. PostgreSQL: TEST_POSTGRES_URL
+# (default postgres://postgres@127.0.0.1:5432/postgres; needs CREATEDB).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v wrk >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+fi
+cargo build --release -q --bin kicc-checkout --bin kicc-ceiling
+MODE=${1:-bench}
+BACKEND=${2:-}
+if [ -z "$BACKEND" ]; then
+    if [ "$MODE" = bench ]; then BACKEND=both; else BACKEND=sqlite; fi
+fi
+exec python3 benches/load/harness.py "$MODE" "$BACKEND"

@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""The load harness (issues 9 and 10): the release binary on SQLite and PostgreSQL, driven by wrk.
+
+    python3 benches/load/harness.py bench [sqlite|postgres|both]     # issue 9: figures and ceilings
+    python3 benches/load/harness.py reliability [sqlite|postgres]    # issue 10: 10,000 deliveries
+
+Run from the project root after `cargo build --release` (benches/load.sh does both). Every phase
+prints a RESULT line from wrk; the run ends with a Markdown table and a correctness check
+(orders, deliveries and acks reconciled with what the sandbox holds) and exits 1 on any mismatch.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+
+BIN = "target/release/kicc-checkout"
+CEILING = "target/release/kicc-ceiling"
+PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+DURATION = int(os.environ.get("LOAD_SECONDS", "10"))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SANDBOX_MALL = "T5102001"
+
+
+def log(*args):
+    print(*args, file=sys.stderr, flush=True)
+
+
+# ---- processes ---------------------------------------------------------------------------
+
+class Proc:
+    """A server started from the release build, ready once it prints where it listens."""
+
+    def __init__(self, cmd, env, name):
+        self.name = name
+        started = time.monotonic()
+        full_env = {"PATH": os.environ["PATH"], "RUST_LOG": "warn"}
+        full_env.update(env)
+        self.p = subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        for line in self.p.stdout:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                self.base = m.group(1)
+                break
+        else:
+            self.p.wait()
+            raise SystemExit(f"{name} did not start: {self.p.stderr.read() if self.p.stderr else ''}")
+        self.startup_ms = (time.monotonic() - started) * 1000
+        # Keep both pipes drained so a chatty server never blocks on them.
+        threading.Thread(target=lambda: [None for _ in self.p.stdout], daemon=True).start()
+        threading.Thread(target=lambda: [None for _ in self.p.stderr], daemon=True).start()
+        self.port = int(self.base.rsplit(":", 1)[1])
+
+    def stat(self):
+        """(CPU seconds so far, peak RSS in MiB)."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        with open(f"/proc/{self.p.pid}/status") as f:
+            hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
+        return cpu, hwm / 1024
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            self.p.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def wrk(url, script, conns, seconds=DURATION, threads=2, args=()):
+    cmd = ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{seconds}s", "--timeout", "30s",
+           "-s", script, url]
+    if args:
+        cmd += ["--", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def measured(proc, fn):
+    """Runs fn(); adds the process's CPU use (cores) and peak RSS to its result."""
+    cpu0, _ = proc.stat()
+    t0 = time.monotonic()
+    result = fn()
+    cpu1, rss = proc.stat()
+    result["cpu_cores"] = (cpu1 - cpu0) / (time.monotonic() - t0)
+    result["rss_mb"] = rss
+    return result
+
+
+# ---- databases ---------------------------------------------------------------------------
+
+class Database:
+    def __init__(self, backend, tmp):
+        self.backend = backend
+        if backend == "sqlite":
+            self.path = os.path.join(tmp, f"{uuid.uuid4().hex}.db")
+            self.url = f"sqlite://{self.path}"
+        else:
+            self.name = f"kicc_load_{uuid.uuid4().hex[:12]}"
+            subprocess.run(["psql", "-q", PG_ADMIN, "-c", f"CREATE DATABASE {self.name}"], check=True)
+            u = urllib.parse.urlparse(PG_ADMIN)
+            self.url = urllib.parse.urlunparse(u._replace(path="/" + self.name,
+                                                          query="sslmode=disable"))
+
+    def rows(self, sql):
+        if self.backend == "sqlite":
+            c = sqlite3.connect(self.path, timeout=30)
+            try:
+                return c.execute(sql).fetchall()
+            finally:
+                c.close()
+        out = subprocess.run(["psql", "-At", "-F", "\t", self.url, "-c", sql],
+                             capture_output=True, text=True, check=True).stdout
+        return [tuple(l.split("\t")) for l in out.splitlines() if l]
+
+    def one(self, sql):
+        return self.rows(sql)[0][0]
+
+    def drop(self):
+        if self.backend == "postgres":
+            subprocess.run(["psql", "-q", PG_ADMIN, "-c",
+                            f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"], check=False)
+
+
+# ---- HTTP helpers ------------------------------------------------------------------------
+
+class Http:
+    """A keep-alive connection to one server."""
+
+    def __init__(self, base):
+        u = urllib.parse.urlparse(base)
+        self.host, self.port = u.hostname, u.port
+        self.c = http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def call(self, method, path, body=None, ctype="application/json"):
+        headers = {"Content-Type": ctype} if body is not None else {}
+        for attempt in range(2):
+            try:
+                self.c.request(method, path, body=body, headers=headers)
+                r = self.c.getresponse()
+                return r.status, r.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.c = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        raise SystemExit(f"{method} {path}: connection lost twice")
+
+
+ORDER = json.dumps({
+    "items": [{"sku": "CERAMIC-MUG", "quantity": 2}, {"sku": "STICKER-PACK", "quantity": 1}],
+    "currency": "KRW", "payMethod": "wechat", "device": "pc",
+    "customer": {"name": "Load Shopper", "email": "load@example.com", "phone": "010-1234-5678",
+                 "address": "Seoul"}})
+
+
+def create_orders(app_base, n):
+    """n orders through POST /api/orders: [(shopOrderNo, pgCno, amount, currency)]."""
+    out, lock = [], threading.Lock()
+
+    def work(count):
+        h = Http(app_base)
+        for _ in range(count):
+            status, body = h.call("POST", "/api/orders", ORDER)
+            if status != 201:
+                raise SystemExit(f"POST /api/orders answered {status}: {body[:200]}")
+            o = json.loads(body)
+            with lock:
+                out.append((o["shopOrderNo"], o["pgCno"], o["amount"], o["currency"]))
+
+    threads = [threading.Thread(target=work, args=(n // 4 + (1 if i < n % 4 else 0),)) for i in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return out
+
+
+def approve_at_kicc(sandbox_base, orders):
+    """The shoppers pay and never come back: KICC approves each trade and notifies an address
+    that does not answer (the harness delivers the notifications itself)."""
+    def work(part):
+        h = Http(sandbox_base)
+        for no, pg_cno, _, _ in part:
+            h.call("POST", "/control/scenario",
+                   json.dumps({"shopOrderNo": no, "scenario": "return_lost"}))
+            status, _ = h.call("POST", f"/wechat/pay/{pg_cno}", "action=pay",
+                               "application/x-www-form-urlencoded")
+            if status != 200:
+                raise SystemExit(f"paying {pg_cno} answered {status}")
+
+    parts = [orders[i::4] for i in range(4)]
+    threads = [threading.Thread(target=work, args=(p,)) for p in parts]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+
+
+def notification(no, pg_cno, amount, currency):
+    """Spec 04's approval notification, as KICC sends it."""
+    return json.dumps({"resCd": "0000", "resMsg": "Success", "mallId": SANDBOX_MALL,
+                       "shopOrderNo": no, "pgCno": pg_cno,
+                       "approvalDate": time.strftime("%Y%m%d%H%M%S"),
+                       "amountInfo": {"currency": currency, "amount": amount}},
+                      separators=(",", ":"))
+
+
+def write_bodies(tmp, orders, copies, name):
+    lines = [notification(*o) for o in orders for _ in range(copies)]
+    random.shuffle(lines)
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path, len(lines)
+
+
+def until_paid(db, numbers, seconds=180):
+    """Waits until every order in `numbers` is paid (the status checks after the acks)."""
+    quoted = ",".join(f"'{n}'" for n in numbers)
+    deadline = time.monotonic() + seconds
+    while True:
+        paid = int(db.one(f"SELECT COUNT(*) FROM orders WHERE status = 'paid' AND shop_order_no IN ({quoted})"))
+        if paid == len(numbers) or time.monotonic() > deadline:
+            return paid
+        time.sleep(0.5)
+
+
+def reconcile(db, sandbox_base, orders, deliveries_sent, acked):
+    """Orders, deliveries and acks against what the sandbox holds. Returns (report, mismatches)."""
+    numbers = [o[0] for o in orders]
+    quoted = ",".join(f"'{n}'" for n in numbers)
+    paid = until_paid(db, numbers)
+    rows = db.rows(f"SELECT shop_order_no, status, amount, pg_cno FROM orders WHERE shop_order_no IN ({quoted})")
+    mismatches = []
+    h = Http(sandbox_base)
+    for no, status, amount, pg_cno in rows:
+        _, body = h.call("GET", f"/control/trades/{pg_cno}")
+        trade = json.loads(body)
+        if status != "paid" or int(amount) != trade.get("approvedAmount") or trade.get("statusCode") != "TS01":
+            mismatches.append(f"{no}: app {status} {amount}, KICC {trade.get('statusCode')} {trade.get('approvedAmount')}")
+    stored = int(db.one("SELECT COUNT(*) FROM webhook_deliveries WHERE route LIKE '%/payment'"))
+    applied = int(db.one(f"SELECT COUNT(*) FROM webhook_deliveries WHERE applied = {'1' if db.backend == 'sqlite' else 'true'}"))
+    acks_0000 = int(db.one("SELECT COUNT(*) FROM webhook_deliveries WHERE ack_res_cd = '0000'"))
+    confirmed = int(db.one(f"SELECT COUNT(*) FROM order_events e JOIN orders o ON o.id = e.order_id "
+                           f"WHERE e.to_status = 'paid' AND o.shop_order_no IN ({quoted})"))
+    report = {"orders": len(orders), "orders_paid": paid, "deliveries_sent": deliveries_sent,
+              "deliveries_stored": stored, "acked_0000_by_app": acks_0000, "acked_seen_by_kicc": acked,
+              "applied": applied, "paid_transitions": confirmed, "mismatches": len(mismatches)}
+    if stored != deliveries_sent:
+        mismatches.append(f"{deliveries_sent} deliveries sent, {stored} stored")
+    if acks_0000 != deliveries_sent or acked != deliveries_sent:
+        mismatches.append(f"{deliveries_sent} sent, {acks_0000} acked 0000 by the app, {acked} seen acked")
+    if applied != len(orders) or confirmed != len(orders):
+        mismatches.append(f"{len(orders)} orders, {applied} deliveries applied, {confirmed} paid transitions")
+    return report, mismatches
+
+
+# ---- the runs ----------------------------------------------------------------------------
+
+def start_stack(db, tmp, extra=None):
+    sandbox = Proc([BIN, "sandbox", "--bind", "127.0.0.1:0"],
+                   {"SANDBOX_WEBHOOK_BACKOFF_MS": "600000", "SANDBOX_AUTO_APPROVE_MS": "0"}, "sandbox")
+    env = {
+        "DATABASE_URL": db.url, "BIND_ADDR": "127.0.0.1:0",
+        # KICC's own notifications go to an address nobody answers: the harness sends them.
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        "KICC_API_BASE": sandbox.base, "KICC_MALL_ID": SANDBOX_MALL,
+        "KICC_SECRET_KEY": "sandbox-msgauth-key-T5102001", "ADMIN_PASSWORD": "load-harness",
+        "WEBHOOK_ALLOWED_IPS": "127.0.0.1", "CHECKOUT_RATE_LIMIT": "1000000",
+    }
+    env.update(extra or {})
+    app = Proc([BIN, "serve"], env, "app")
+    return sandbox, app
+
+
+def bench(backend, tmp):
+    log(f"== {backend}: ceilings")
+    results = {}
+    cdb = Database(backend, tmp)
+    ceiling = Proc([CEILING, "--bind", "127.0.0.1:0", "--database-url", cdb.url], {}, "ceiling")
+    results["hello"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/hello", "benches/load/get.lua", 64))
+    results["insert"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", 64))
+    ceiling.stop()
+    cdb.drop()
+
+    db = Database(backend, tmp)
+    sandbox, app = start_stack(db, tmp)
+    results["startup_ms"] = app.startup_ms
+    log(f"== {backend}: app started in {app.startup_ms:.0f} ms; catalog")
+    results["catalog"] = measured(app, lambda: wrk(f"{app.base}/", "benches/load/get.lua", 64))
+    log(f"== {backend}: checkout creation")
+    results["orders"] = measured(app, lambda: wrk(app.base, "benches/load/orders.lua", 64))
+
+    n = int(os.environ.get("LOAD_ORDERS", "5000"))
+    log(f"== {backend}: {n} orders paid at KICC, notifications to deliver")
+    orders = [tuple(r) for r in db.rows(
+        f"SELECT shop_order_no, pg_cno, amount, currency FROM orders WHERE status = 'pending' AND pg_cno IS NOT NULL LIMIT {n}")]
+    orders = [(a, b, int(c), d) for a, b, c, d in orders]
+    approve_at_kicc(sandbox.base, orders)
+    bodies, count = write_bodies(tmp, orders, 1, "distinct.jsonl")
+    log(f"== {backend}: {count} distinct notifications")
+    distinct = measured(app, lambda: wrk(app.base, "benches/load/notify.lua", 64, seconds=120,
+                                         args=(bodies, "2", "once")))
+    first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
+    span = seconds_between(first, last)
+    distinct["rps"] = count / span if span > 0 else float("nan")
+    results["webhooks_distinct"] = distinct
+    paid = until_paid(db, [o[0] for o in orders])
+    log(f"== {backend}: {paid}/{len(orders)} paid; duplicates")
+    results["webhooks_duplicate"] = measured(app, lambda: wrk(app.base, "benches/load/notify.lua", 64,
+                                                             args=(bodies, "2", "cycle")))
+    dup = results["webhooks_duplicate"]
+    applied_col = "1" if backend == "sqlite" else "true"
+    check = {
+        "orders": len(orders),
+        "paid": int(db.one(f"SELECT COUNT(*) FROM orders WHERE status = 'paid'")),
+        "distinct_sent": distinct["deliveries"], "distinct_acked": distinct["acked"],
+        "duplicates_answered": dup["acked"] + dup["not_acked"], "duplicates_sent": dup["deliveries"],
+        "stored": int(db.one("SELECT COUNT(*) FROM webhook_deliveries")),
+        "applied": int(db.one(f"SELECT COUNT(*) FROM webhook_deliveries WHERE applied = {applied_col}")),
+        "paid_transitions": int(db.one("SELECT COUNT(*) FROM order_events WHERE to_status = 'paid'")),
+    }
+    ok = (check["paid"] == check["orders"] == check["applied"] == check["paid_transitions"]
+          and check["distinct_acked"] == check["distinct_sent"] == count
+          and check["duplicates_answered"] <= check["stored"] - count <= check["duplicates_sent"]
+          and dup["not_acked"] == 0)
+    results["check"] = check
+    results["check_ok"] = ok
+    app.stop()
+    sandbox.stop()
+    db.drop()
+    # Start-up with migrations on a new SQLite file, alone (the figure above ran beside wrk's
+    # neighbours): the median of 5.
+    if backend == "sqlite":
+        times = []
+        for _ in range(5):
+            d = Database("sqlite", tmp)
+            s, a = start_stack(d, tmp)
+            times.append(a.startup_ms)
+            a.stop()
+            s.stop()
+        results["startup_ms"] = sorted(times)[2]
+    return results
+
+
+def seconds_between(a, b):
+    def parse(s):
+        s = str(s).replace("T", " ")
+        base, _, frac = s.partition(".")
+        t = time.mktime(time.strptime(base[:19], "%Y-%m-%d %H:%M:%S"))
+        return t + (float("0." + frac.rstrip("Z").split("+")[0]) if frac else 0.0)
+    return parse(b) - parse(a)
+
+
+def table(all_results):
+    lines = ["| backend | what | requests/s | ratio to ceiling | p50 ms | p99 ms | CPU cores | peak RSS MiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for backend, r in all_results.items():
+        rows = [("hello-world ceiling", r["hello"], None), ("one-insert ceiling", r["insert"], None),
+                ("catalog page `GET /`", r["catalog"], r["hello"]),
+                ("checkout `POST /api/orders` (+ sandbox)", r["orders"], None),
+                ("approval webhooks, distinct", r["webhooks_distinct"], r["insert"]),
+                ("approval webhooks, duplicates", r["webhooks_duplicate"], r["insert"])]
+        for what, x, ceiling in rows:
+            ratio = f"{x['rps'] / ceiling['rps']:.0%}" if ceiling else ""
+            lines.append(f"| {backend} | {what} | {x['rps']:.0f} | {ratio} | {x['p50_ms']:.2f} | "
+                         f"{x['p99_ms']:.2f} | {x['cpu_cores']:.2f} | {x['rss_mb']:.0f} |")
+    return "\n".join(lines)
+
+
+def reliability(backend, tmp, n_orders=2000, deliveries=10000, conns=200):
+    copies = deliveries // n_orders
+    db = Database(backend, tmp)
+    sandbox, app = start_stack(db, tmp)
+    log(f"== reliability on {backend}: {n_orders} orders")
+    orders = create_orders(app.base, n_orders)
+    approve_at_kicc(sandbox.base, orders)
+    bodies, count = write_bodies(tmp, orders, copies, "deliveries.jsonl")
+    log(f"== {count} deliveries at {conns} connections while shoppers create orders")
+    before = int(db.one("SELECT COUNT(*) FROM orders"))
+    shoppers = {}
+    t = threading.Thread(target=lambda: shoppers.update(
+        wrk(app.base, "benches/load/orders.lua", 8, seconds=8, threads=1)))
+    t.start()
+    result = wrk(app.base, "benches/load/notify.lua", conns, seconds=60, threads=2,
+                 args=(bodies, "2", "once"))
+    t.join()
+    report, mismatches = reconcile(db, sandbox.base, orders, result["deliveries"], result["acked"])
+    # The shoppers' orders: every one registered at KICC with the amount the app holds.
+    new_orders = db.rows(f"SELECT shop_order_no, pg_cno, amount, status FROM orders ORDER BY id LIMIT 100000 OFFSET {before}")
+    h = Http(sandbox.base)
+    for no, pg_cno, amount, status in new_orders:
+        _, body = h.call("GET", f"/control/trades/{pg_cno or no}")
+        trade = json.loads(body)
+        if status != "pending" or trade.get("amount") != int(amount):
+            mismatches.append(f"shopper order {no}: app {status} {amount}, KICC {trade.get('amount')}")
+    report["shopper_orders_created"] = len(new_orders)
+    report["shopper_orders_per_s"] = round(shoppers.get("rps", 0))
+    report["webhook_p99_ms"] = round(result["p99_ms"], 2)
+    report["mismatches"] = len(mismatches)
+    app.stop()
+    sandbox.stop()
+    db.drop()
+    return report, mismatches
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["bench", "reliability"])
+    ap.add_argument("backend", nargs="?", default="both", choices=["sqlite", "postgres", "both"])
+    a = ap.parse_args()
+    backends = ["sqlite", "postgres"] if a.backend == "both" else [a.backend]
+    with tempfile.TemporaryDirectory(prefix="kicc-load-") as tmp:
+        if a.mode == "bench":
+            results = {b: bench(b, tmp) for b in backends}
+            print(table(results))
+            print()
+            for b, r in results.items():
+                print(f"{b}: start-up with migrations {r['startup_ms']:.0f} ms; correctness "
+                      f"{'OK' if r['check_ok'] else 'MISMATCH'} {json.dumps(r['check'])}")
+            print(json.dumps(results), file=open(os.path.join("target", "load-results.json"), "w"))
+            sys.exit(0 if all(r["check_ok"] for r in results.values()) else 1)
+        failed = False
+        for b in backends:
+            report, mismatches = reliability(b, tmp)
+            print(f"{b}: " + json.dumps(report))
+            for m in mismatches[:20]:
+                print("  MISMATCH", m)
+            failed |= bool(mismatches)
+        sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
