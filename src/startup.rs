@@ -171,6 +171,7 @@ impl Application {
             kicc,
             cookie_key,
             review: Default::default(),
+            catalog_page: crate::web::shop::PageCache::new(std::time::Duration::from_secs(2)),
             db,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),

@@ -95,6 +95,14 @@ enum Failure {
     Db(DbError),
 }
 
+/// How far a delivery got in its transaction.
+enum Stage {
+    Refused,
+    Applied(Processed),
+    /// Stored, but applying it failed (rolled back to its savepoint).
+    Failed(DbError),
+}
+
 impl From<DbError> for Failure {
     fn from(e: DbError) -> Self {
         if e.is_unique_violation() {
@@ -141,41 +149,7 @@ impl Checkout {
             .map(|n| n.pg_cno().to_owned())
             .unwrap_or_default();
 
-        // 1. Stored first. If even that fails, KICC must resend (spec 04: non-0000).
-        let stored = {
-            let d = delivery.clone();
-            let (dedupe, pg_cno, shop_order_no) =
-                (dedupe.clone(), pg_cno.clone(), shop_order_no.clone());
-            self.db
-                .run(move |conn| {
-                    webhook_deliveries::insert(
-                        conn,
-                        &NewDelivery {
-                            kind,
-                            route: d.route,
-                            source_ip: &d.source_ip,
-                            headers: &d.headers,
-                            body: &body_text,
-                            dedupe_key: dedupe.as_deref(),
-                            pg_cno: pg_cno.as_deref(),
-                            shop_order_no: shop_order_no.as_deref(),
-                        },
-                    )
-                })
-                .await
-        };
-        let id = match stored {
-            Ok(id) => id,
-            Err(e) => {
-                log::error!("webhook from {} not stored: {e}", delivery.source_ip);
-                return (
-                    Ack::new(200, codes::DB_ERROR, "Internal DB Error", &echo),
-                    FollowUp::None,
-                );
-            }
-        };
-
-        // 2. Refusals: recorded, nothing else changes.
+        // Refusals are decided by the delivery alone: recorded, nothing else changes.
         let refusal = if !delivery.allowed {
             Some(Ack::new(
                 403,
@@ -202,97 +176,129 @@ impl Checkout {
         } else {
             None
         };
-        if let Some(ack) = refusal {
-            let outcome = if delivery.allowed {
-                "rejected"
-            } else {
-                "refused"
-            };
-            let (res_cd, body) = (ack.res_cd.clone(), ack.body.clone());
-            let _ = self
-                .db
-                .run(move |conn| {
-                    webhook_deliveries::finish(conn, id, outcome, None, &res_cd, &body)
-                })
-                .await;
-            return (ack, FollowUp::None);
-        }
-        let notification = notification.expect("parsed when not refused");
-
-        // 3. Applied, with its ack, in one transaction.
+        let refused_as = if delivery.allowed {
+            "rejected"
+        } else {
+            "refused"
+        };
         let ok = Ack::new(200, codes::OK, "Success", &echo);
-        let (ack_cd, ack_text) = (ok.res_cd.clone(), ok.body.clone());
+        let failed = Ack::new(200, codes::DB_ERROR, "Internal DB Error", &echo);
+
+        // One write transaction: the delivery stored, then applied with its ack in a savepoint
+        // of it, so a failed apply still leaves the delivery (and its failure) on record. If
+        // even the store fails, KICC must resend (spec 04: non-0000).
+        let d = delivery.clone();
         let n = notification.clone();
+        let (refusal_cd, refusal_body) = refusal
+            .as_ref()
+            .map(|a| (a.res_cd.clone(), a.body.clone()))
+            .unzip();
+        let (ok_cd, ok_body) = (ok.res_cd.clone(), ok.body.clone());
+        let (failed_cd, failed_body) = (failed.res_cd.clone(), failed.body.clone());
         let result = self
             .db
             .run(move |conn| {
-                let processed: Result<Processed, Failure> = write_transaction(conn, |conn| {
-                    let processed = apply(conn, id, &n)?;
-                    webhook_deliveries::finish(
+                let mut reached_apply = false;
+                let stage = write_transaction(conn, |conn| -> Result<Stage, DbError> {
+                    let id = webhook_deliveries::insert(
                         conn,
-                        id,
-                        processed.outcome,
-                        processed.order_id,
-                        &ack_cd,
-                        &ack_text,
+                        &NewDelivery {
+                            kind,
+                            route: d.route,
+                            source_ip: &d.source_ip,
+                            headers: &d.headers,
+                            body: &body_text,
+                            dedupe_key: dedupe.as_deref(),
+                            pg_cno: pg_cno.as_deref(),
+                            shop_order_no: shop_order_no.as_deref(),
+                        },
                     )?;
-                    Ok(processed)
-                });
-                Ok(match processed {
-                    Err(Failure::Duplicate) => {
-                        // Applied by another delivery of the same key: acked, no second effect.
+                    if let (Some(cd), Some(body)) = (&refusal_cd, &refusal_body) {
+                        webhook_deliveries::finish(conn, id, refused_as, None, cd, body)?;
+                        return Ok(Stage::Refused);
+                    }
+                    let n = n.expect("parsed when not refused");
+                    reached_apply = true;
+                    let applied = write_transaction(conn, |conn| {
+                        let processed = apply(conn, id, &n)?;
                         webhook_deliveries::finish(
                             conn,
                             id,
-                            "duplicate",
-                            None,
-                            &ack_cd,
-                            &ack_text,
+                            processed.outcome,
+                            processed.order_id,
+                            &ok_cd,
+                            &ok_body,
                         )?;
-                        Ok(Processed {
-                            outcome: "duplicate",
-                            order_id: None,
-                            follow_up: FollowUp::None,
-                        })
+                        Ok::<_, Failure>(processed)
+                    });
+                    match applied {
+                        Ok(processed) => Ok(Stage::Applied(processed)),
+                        Err(Failure::Duplicate) => {
+                            // Applied by another delivery of the same key: acked, no second
+                            // effect.
+                            webhook_deliveries::finish(
+                                conn,
+                                id,
+                                "duplicate",
+                                None,
+                                &ok_cd,
+                                &ok_body,
+                            )?;
+                            Ok(Stage::Applied(Processed {
+                                outcome: "duplicate",
+                                order_id: None,
+                                follow_up: FollowUp::None,
+                            }))
+                        }
+                        Err(Failure::Db(e)) => {
+                            webhook_deliveries::finish(
+                                conn,
+                                id,
+                                "failed",
+                                None,
+                                &failed_cd,
+                                &failed_body,
+                            )?;
+                            Ok(Stage::Failed(e))
+                        }
                     }
-                    Err(Failure::Db(e)) => Err(e),
-                    Ok(p) => Ok(p),
-                })
+                });
+                Ok::<_, DbError>((reached_apply, stage))
             })
             .await;
-        match result {
-            Ok(Ok(processed)) => {
+        let failure = match result {
+            Ok((_, Ok(Stage::Refused))) => {
+                return (refusal.expect("refused"), FollowUp::None);
+            }
+            Ok((_, Ok(Stage::Applied(processed)))) => {
+                let notification = notification.as_ref().expect("applied when parsed");
                 log::info!(
                     "webhook {kind} {} from {}: {}",
                     notification.dedupe_key(),
                     delivery.source_ip,
                     processed.outcome
                 );
-                (ok, processed.follow_up)
+                return (ok, processed.follow_up);
             }
-            Ok(Err(e)) | Err(e) => {
-                log::error!(
-                    "webhook {kind} {}: the update failed: {e}",
-                    notification.dedupe_key()
-                );
-                let ack = Ack::new(200, codes::DB_ERROR, "Internal DB Error", &echo);
-                let (res_cd, body) = (ack.res_cd.clone(), ack.body.clone());
-                let _ = self
-                    .db
-                    .run(move |conn| {
-                        webhook_deliveries::finish(conn, id, "failed", None, &res_cd, &body)
-                    })
-                    .await;
-                // Spec 04: an approval notified but not written must be cancelled.
-                let follow_up = match &notification {
-                    Notification::Payment(p) if p.res_cd == "0000" => {
-                        self.cancel_unwritten_approval(p, &e).await
-                    }
-                    _ => FollowUp::None,
-                };
-                (ack, follow_up)
+            Ok((_, Ok(Stage::Failed(e)))) | Ok((true, Err(e))) => e,
+            Ok((false, Err(e))) | Err(e) => {
+                log::error!("webhook from {} not stored: {e}", delivery.source_ip);
+                return (failed, FollowUp::None);
             }
-        }
+        };
+        let notification = notification.expect("applied when parsed");
+        log::error!(
+            "webhook {kind} {}: the update failed: {failure}",
+            notification.dedupe_key()
+        );
+        // Spec 04: an approval notified but not written must be cancelled.
+        let follow_up = match &notification {
+            Notification::Payment(p) if p.res_cd == "0000" => {
+                self.cancel_unwritten_approval(p, &failure).await
+            }
+            _ => FollowUp::None,
+        };
+        (failed, follow_up)
     }
 
     /// Spec 04 "DB Failure": the notification's order update failed, so the payment is cancelled

@@ -17,7 +17,7 @@ pub mod qr;
 pub mod rate_limit;
 mod review;
 pub mod security;
-mod shop;
+pub mod shop;
 mod webhooks;
 
 use std::sync::Arc;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
     pub cookie_key: actix_web::cookie::Key,
+    /// The catalog page as last rendered (a second or two).
+    pub catalog_page: shop::PageCache,
     /// The integration review started from `/review` (sandbox mode).
     pub review: Arc<review::ReviewBoard>,
     /// Checkouts started per client address (`CHECKOUT_RATE_LIMIT` a minute).
