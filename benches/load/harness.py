@@ -331,6 +331,8 @@ def bench(backend, tmp):
           and check["distinct_acked"] == check["distinct_sent"] == count
           and check["duplicates_answered"] <= check["stored"] - count <= check["duplicates_sent"]
           and dup["not_acked"] == 0)
+    check["acks"] = dict((str(k), int(v)) for k, v in db.rows(
+        "SELECT COALESCE(ack_res_cd, '-'), COUNT(*) FROM webhook_deliveries GROUP BY 1"))
     results["check"] = check
     results["check_ok"] = ok
     app.stop()
