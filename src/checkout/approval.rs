@@ -89,8 +89,11 @@ impl Checkout {
         if order.status != OrderStatus::Pending {
             return Ok(order);
         }
+        // Kept only where it is needed again (a KICC Pay net-cancel resends the approval's
+        // data, spec 03/06), and then sealed: never in plain text in the database.
         let patch = OrderPatch {
-            authorization_id: Some(authorization_id.to_owned()),
+            authorization_id: (order.pay_method == PayMethod::Kiccpay)
+                .then(|| self.kicc.seal_at_rest(authorization_id)),
             ..Default::default()
         };
         let order = self

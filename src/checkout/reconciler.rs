@@ -306,7 +306,11 @@ impl Reconciler {
             "kiccpay_net_cancel" => {
                 let request = json(call.as_ref().map(|c| c.request_body.as_str()));
                 CancelPlan::KiccPayNetCancel {
-                    authorization_id: order.authorization_id.clone().unwrap_or_default(),
+                    authorization_id: order
+                        .authorization_id
+                        .as_deref()
+                        .and_then(|stored| self.checkout.kicc.unseal_at_rest(stored))
+                        .unwrap_or_default(),
                     transmission: KiccPayTransmission {
                         tran_dt: request["tranDt"].as_str().unwrap_or_default().to_owned(),
                         tran_tm: request["tranTm"].as_str().unwrap_or_default().to_owned(),
@@ -346,7 +350,11 @@ impl Reconciler {
             // Spec 03: no answer → net-cancel with the same data.
             let request: Value = serde_json::from_str(&call.request_body).unwrap_or(Value::Null);
             let plan = CancelPlan::KiccPayNetCancel {
-                authorization_id: order.authorization_id.clone().unwrap_or_default(),
+                authorization_id: order
+                    .authorization_id
+                    .as_deref()
+                    .and_then(|stored| self.checkout.kicc.unseal_at_rest(stored))
+                    .unwrap_or_default(),
                 transmission: KiccPayTransmission {
                     tran_dt: request["tranDt"].as_str().unwrap_or_default().to_owned(),
                     tran_tm: request["tranTm"].as_str().unwrap_or_default().to_owned(),

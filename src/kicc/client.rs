@@ -248,6 +248,22 @@ pub(super) fn verified_approval(secret_key: &str, r: wire::ApprovalResponse) -> 
 }
 
 impl KiccClient {
+    /// Seals a value for the database under the merchant's KICC secret (kept in configuration,
+    /// never in the database): the authorizationId a KICC Pay net-cancel needs again.
+    pub fn seal_at_rest(&self, value: &str) -> String {
+        super::crypto::seal(self.settings.secret_key.expose_secret(), value)
+    }
+
+    /// Opens a value [`Self::seal_at_rest`] stored. A value stored before sealing existed (no
+    /// `v1:` prefix) is returned as it is.
+    pub fn unseal_at_rest(&self, stored: &str) -> Option<String> {
+        if stored.starts_with("v1:") {
+            super::crypto::unseal(self.settings.secret_key.expose_secret(), stored)
+        } else {
+            Some(stored.to_owned())
+        }
+    }
+
     pub fn new(settings: ClientSettings, db: Db) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)

@@ -222,3 +222,85 @@ async fn the_review_page_is_sandbox_only() {
     let run: serde_json::Value = sandbox.get("/review/run.json").await.json().await.unwrap();
     assert_eq!(run["state"], "idle");
 }
+
+/// Issue 10: after every flow of the app — the whole review: WeChat and KICC Pay payments,
+/// approvals, timeouts, net-cancels, cancels, notifications, the reconciler — a grep of the log
+/// (captured at trace level) and of the database files finds no secret key, no tokenKey and no
+/// authorizationId KICC issued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_every_flow_no_secret_is_in_the_log_or_the_database() {
+    use kicc_checkout::config::{self, Config};
+    let capture = crate::helpers::capture_logs();
+    let sandbox = SandboxServer::build(
+        SandboxConfig::from_lookup(|_| Ok(None)).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        None,
+    )
+    .unwrap();
+    let state = sandbox.state().clone();
+    let gateway = sandbox.base_url().to_owned();
+    tokio::spawn(sandbox.run_until_stopped());
+    let test_db = crate::helpers::TestDb::sqlite();
+    let options = ReviewOptions {
+        gateway: Some(gateway),
+        database_url: Some(test_db.database_url()),
+    };
+    let report = review::run(&options, |_| {})
+        .await
+        .expect("the review runs");
+    assert_all_pass(&report);
+
+    // What must not be found: the secrets, and every authorizationId the gateway issued with
+    // the tokenKey that encrypts it.
+    let defaults = Config::from_lookup(|_| Ok(None)).unwrap();
+    let (key, iv) = (
+        secrecy::ExposeSecret::expose_secret(&defaults.kiccpay.aes_key),
+        secrecy::ExposeSecret::expose_secret(&defaults.kiccpay.aes_iv),
+    );
+    let mut needles: Vec<String> = [
+        config::SANDBOX_SECRET_KEY,
+        config::SANDBOX_KICCPAY_SECRET_KEY,
+        config::SANDBOX_KICCPAY_AES_KEY,
+        config::SANDBOX_KICCPAY_AES_IV,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let issued: Vec<String> = state
+        .ledger()
+        .trades_newest_first()
+        .filter_map(|t| t.authorization_id.clone())
+        .collect();
+    assert!(
+        issued.len() > 20,
+        "the review's payments got authorizationIds: {}",
+        issued.len()
+    );
+    for id in &issued {
+        needles.push(kicc_checkout::kicc::crypto::encrypt_token_key(key, iv, id));
+        needles.push(id.clone());
+    }
+
+    let path = test_db.url.strip_prefix("sqlite://").unwrap().to_owned();
+    let mut files = Vec::new();
+    for suffix in ["", "-wal"] {
+        if let Ok(bytes) = std::fs::read(format!("{path}{suffix}")) {
+            files.push((format!("review.db{suffix}"), bytes));
+        }
+    }
+    assert!(
+        files[0].1.len() > 100_000,
+        "the database holds the review's records"
+    );
+    let logged = capture.text();
+    assert!(logged.contains("kicc approval_v2"), "the log was captured");
+    for needle in &needles {
+        assert!(
+            !logged.contains(needle.as_str()),
+            "`{needle}` is in the log"
+        );
+        for (name, bytes) in &files {
+            let found = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+            assert!(!found, "`{needle}` is in {name}");
+        }
+    }
+}
