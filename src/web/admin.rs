@@ -32,14 +32,18 @@ fn require(req: &HttpRequest, state: &AppState) -> Result<Session, Box<HttpRespo
                 .collect::<String>();
             Err(Box::new(see_other(format!("/admin/login?next={next}"))))
         }
-        None => Err(Box::new(forbidden("Sign in first."))),
+        None => Err(Box::new(forbidden(state, "Sign in first."))),
     }
 }
 
-fn forbidden(message: &str) -> HttpResponse {
-    HttpResponse::Forbidden()
-        .content_type("text/plain; charset=utf-8")
-        .body(message.to_owned())
+/// A 403 for a person: the HTML error page.
+fn forbidden(state: &AppState, message: &str) -> HttpResponse {
+    super::error::render_error_page(
+        state,
+        actix_web::http::StatusCode::FORBIDDEN,
+        "Not allowed",
+        message,
+    )
 }
 
 /// A dashboard action: signed in, and the form's CSRF token is the session's.
@@ -49,16 +53,17 @@ fn authorized_post(
     token: &str,
 ) -> Result<Session, Box<HttpResponse>> {
     let session = require(req, state)?;
-    check_csrf(&session, token)?;
+    check_csrf(state, &session, token)?;
     Ok(session)
 }
 
 /// A POST's CSRF token must be the session's.
-fn check_csrf(session: &Session, token: &str) -> Result<(), Box<HttpResponse>> {
+fn check_csrf(state: &AppState, session: &Session, token: &str) -> Result<(), Box<HttpResponse>> {
     if admin_auth::same_token(token, &session.csrf) {
         Ok(())
     } else {
         Err(Box::new(forbidden(
+            state,
             "The form expired or did not come from this dashboard (CSRF token missing or wrong).",
         )))
     }
@@ -159,6 +164,7 @@ pub async fn login(
     let expected = admin_auth::login_token(&req, &state.cookie_key).unwrap_or_default();
     if !admin_auth::same_token(&form.csrf, &expected) {
         return forbidden(
+            &state,
             "The sign-in form expired: reload it and try again (CSRF token missing or wrong).",
         );
     }

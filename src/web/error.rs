@@ -209,7 +209,7 @@ impl ResponseError for WebError {
 
 /// An error page with the app's layout (used where the state is at hand, e.g. the 404 route).
 pub fn render_error_page(
-    state: &web::Data<AppState>,
+    state: &AppState,
     status: StatusCode,
     heading: &str,
     message: &str,

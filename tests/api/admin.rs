@@ -102,13 +102,19 @@ both_backends! {
             assert!(r.headers()["location"].to_str().unwrap().starts_with("/admin/login?next="), "{path}");
         }
         for path in [format!("/admin/orders/{no}/cancel"), format!("/admin/orders/{no}/sync"), "/admin/logout".to_owned()] {
-            assert_eq!(app.post_form(&path, &[("csrf", "x")]).await.status(), 403, "{path}");
+            let r = app.post_form(&path, &[("csrf", "x")]).await;
+            assert_eq!(r.status(), 403, "{path}");
+            // A page for a person, not plain text.
+            assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+            assert!(r.text().await.unwrap().contains("Sign in first."), "{path}");
         }
         let csrf = app.sign_in().await;
         assert!(!csrf.is_empty());
         // Signed in, but without (or with a wrong) token: refused, nothing changes.
         assert_eq!(app.post_form(&format!("/admin/orders/{no}/cancel"), &[]).await.status(), 403);
-        assert_eq!(app.post_form(&format!("/admin/orders/{no}/cancel"), &[("csrf", "forged")]).await.status(), 403);
+        let forged = app.post_form(&format!("/admin/orders/{no}/cancel"), &[("csrf", "forged")]).await;
+        assert_eq!(forged.status(), 403);
+        assert!(forged.text().await.unwrap().contains("<html"), "the 403 is an HTML page");
         assert_eq!(app.post_form("/admin/logout", &[]).await.status(), 403);
         assert_eq!(app.revise_calls(&no), 0);
         assert_eq!(app.until_status(&no, "paid").await["status"], "paid");
