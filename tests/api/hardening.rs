@@ -474,7 +474,12 @@ both_backends! {
             use kicc_checkout::db::schema::orders;
             let mut conn = app.db.get().unwrap();
             diesel::update(orders::table.filter(orders::shop_order_no.eq(&no)))
-                .set((orders::customer_name.eq(XSS[0]), orders::customer_addr.eq(XSS[1])))
+                .set((
+                    orders::customer_name.eq(XSS[0]),
+                    orders::customer_addr.eq(XSS[1]),
+                    // The goods name comes from the catalog; a hostile one is shown escaped too.
+                    orders::goods_name.eq(XSS[1]),
+                ))
                 .execute(&mut *conn)
                 .unwrap();
         }
@@ -482,6 +487,7 @@ both_backends! {
         assert_eq!(order_page.status(), 200);
         let html = order_page.text().await.unwrap();
         assert!(!html.contains(XSS[0]) && !html.contains(XSS[1]), "order page");
+        assert!(html.contains("&#34;&#62;&#60;img src=x onerror=alert(1)&#62;"), "the goods name is shown, escaped: {html}");
 
         app.sign_in().await;
         let admin_order = app.get(&format!("/admin/orders/{no}")).await.text().await.unwrap();
