@@ -53,7 +53,17 @@ fn qr_images(c: &mut Criterion) {
         b.iter(|| qr::svg(&qr::encode(black_box(&url)).unwrap()))
     });
     group.bench_function("encode+png", |b| {
-        b.iter(|| qr::png(&qr::encode(black_box(&url)).unwrap(), 8))
+        b.iter(|| qr::png(&qr::encode(black_box(&url)).unwrap(), qr::PNG_SCALE))
+    });
+    // Every later request of `GET /orders/{no}/qr.svg` and `qr.png` (and the order page's inline
+    // SVG): a cache hit, and the body copied out as the handlers do.
+    let cache = qr::QrCache::default();
+    cache.get(&url).unwrap().png();
+    group.bench_function("svg per request (cached)", |b| {
+        b.iter(|| cache.get(black_box(&url)).unwrap().svg().to_owned())
+    });
+    group.bench_function("png per request (cached)", |b| {
+        b.iter(|| cache.get(black_box(&url)).unwrap().png().to_vec())
     });
     // The parts, to see where the time goes.
     let code = qr::encode(&url).unwrap();
@@ -61,7 +71,9 @@ fn qr_images(c: &mut Criterion) {
         b.iter(|| qr::encode(black_box(&url)).unwrap())
     });
     group.bench_function("svg", |b| b.iter(|| qr::svg(black_box(&code))));
-    group.bench_function("png", |b| b.iter(|| qr::png(black_box(&code), 8)));
+    group.bench_function("png", |b| {
+        b.iter(|| qr::png(black_box(&code), qr::PNG_SCALE))
+    });
     group.finish();
 }
 
