@@ -172,6 +172,7 @@ impl Application {
             cookie_key,
             review: Default::default(),
             catalog_page: crate::web::shop::PageCache::new(std::time::Duration::from_secs(2)),
+            qr: Default::default(),
             db,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),

@@ -786,9 +786,11 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
     )
 }
 
-/// Reads a QR code back from a PNG, as a phone camera would.
+/// Reads a QR code back from a PNG, as a phone camera would. Greyscale of any depth (ours is one
+/// bit per pixel) is expanded to 8 bits first.
 pub fn decode_qr_png(png_bytes: &[u8]) -> Step<String> {
-    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().map_err(fail("the PNG"))?;
     let size = reader
         .output_buffer_size()

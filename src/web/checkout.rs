@@ -290,7 +290,7 @@ pub async fn order_page(
     let waiting_for_qr =
         order.status == OrderStatus::Pending && order.trade_type == Some(TradeType::Native);
     let qr_svg = match (&order.payment_page_url, waiting_for_qr) {
-        (Some(url), true) => qr::encode(url).ok().map(|code| qr::svg(&code)),
+        (Some(url), true) => state.qr.get(url).ok().map(|images| images.svg().to_owned()),
         _ => None,
     };
     let now = crate::db::now();
@@ -394,18 +394,23 @@ async fn payment_url(state: &AppState, no: &str) -> Result<String, WebError> {
         })
 }
 
+/// The QR images of an order's payment page URL, from the cache.
+async fn qr_images(state: &AppState, no: &str) -> Result<std::sync::Arc<qr::QrImages>, WebError> {
+    let url = payment_url(state, no).await?;
+    state.qr.get(&url).map_err(|_| WebError::NotFound {
+        what: "QR code".into(),
+    })
+}
+
 /// `GET /orders/{shopOrderNo}/qr.svg`.
 pub async fn qr_svg(
     state: web::Data<AppState>,
     no: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    let url = payment_url(&state, &no).await?;
-    let code = qr::encode(&url).map_err(|_| WebError::NotFound {
-        what: "QR code".into(),
-    })?;
+    let images = qr_images(&state, &no).await?;
     Ok(HttpResponse::Ok()
         .content_type("image/svg+xml")
-        .body(qr::svg(&code)))
+        .body(images.svg().to_owned()))
 }
 
 /// `GET /orders/{shopOrderNo}/qr.png`.
@@ -413,11 +418,8 @@ pub async fn qr_png(
     state: web::Data<AppState>,
     no: web::Path<String>,
 ) -> Result<HttpResponse, WebError> {
-    let url = payment_url(&state, &no).await?;
-    let code = qr::encode(&url).map_err(|_| WebError::NotFound {
-        what: "QR code".into(),
-    })?;
+    let images = qr_images(&state, &no).await?;
     Ok(HttpResponse::Ok()
         .content_type("image/png")
-        .body(qr::png(&code, 8)))
+        .body(images.png().to_vec()))
 }

@@ -52,6 +52,8 @@ pub struct AppState {
     pub review: Arc<review::ReviewBoard>,
     /// Checkouts started per client address (`CHECKOUT_RATE_LIMIT` a minute).
     pub checkout_limit: rate_limit::RateLimiter,
+    /// QR images of the payment page URLs of recent native orders (encoded once per URL).
+    pub qr: qr::QrCache,
 }
 
 impl AppState {

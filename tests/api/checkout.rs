@@ -216,9 +216,10 @@ fn assert_story(timeline: &[String], transitions: &[&str]) {
     assert_eq!(only_transitions, transitions, "timeline: {timeline:?}");
 }
 
-/// Decodes a PNG with a real QR decoder.
+/// Decodes a PNG with a real QR decoder (ours is 1-bit greyscale: expanded to 8 bits first).
 fn decode_qr_png(bytes: &[u8]) -> String {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
