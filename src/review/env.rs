@@ -112,6 +112,27 @@ fn fail<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// Sends a request and reads its body as text; a failure says what was being done.
+pub async fn text_of(request: reqwest::RequestBuilder, what: &str) -> Step<String> {
+    request
+        .send()
+        .await
+        .map_err(fail(what))?
+        .text()
+        .await
+        .map_err(fail(what))
+}
+
+/// Sends a request to the sandbox's control API; any answer but 2xx is an error.
+async fn control(request: reqwest::RequestBuilder, what: &str) -> Step<reqwest::Response> {
+    let r = request.send().await.map_err(fail(what))?;
+    if r.status().is_success() {
+        Ok(r)
+    } else {
+        Err(format!("{what}: the sandbox answered HTTP {}", r.status()))
+    }
+}
+
 impl Env {
     pub async fn start(
         gateway: Option<&str>,
@@ -279,96 +300,61 @@ impl Env {
 
     /// Sets a sandbox scenario for an order (DESIGN §8).
     pub async fn scenario(&self, no: &str, name: &str, count: Option<u64>) -> Step<()> {
-        let r = self
+        let request = self
             .http
             .post(format!("{}/control/scenario", self.gateway_base))
-            .json(&json!({"shopOrderNo": no, "scenario": name, "count": count}))
-            .send()
-            .await
-            .map_err(fail("setting the sandbox scenario"))?;
-        if !r.status().is_success() {
-            return Err(format!(
-                "the sandbox refused scenario {name}: HTTP {}",
-                r.status()
-            ));
-        }
+            .json(&json!({"shopOrderNo": no, "scenario": name, "count": count}));
+        control(request, &format!("setting scenario {name}")).await?;
         Ok(())
     }
 
     /// The sandbox's view of a trade (by pgCno or shopOrderNo).
     pub async fn trade(&self, id: &str) -> Step<Value> {
-        let r = self
+        let request = self
             .http
-            .get(format!("{}/control/trades/{id}", self.gateway_base))
-            .send()
+            .get(format!("{}/control/trades/{id}", self.gateway_base));
+        let what = format!("reading the sandbox trade {id}");
+        control(request, &what)
+            .await?
+            .json()
             .await
-            .map_err(fail("reading the sandbox trade"))?;
-        if !r.status().is_success() {
-            return Err(format!(
-                "the sandbox has no trade {id}: HTTP {}",
-                r.status()
-            ));
-        }
-        r.json().await.map_err(fail("the sandbox trade"))
+            .map_err(fail(&what))
     }
 
     /// Asks the sandbox to send a webhook delivery again (KICC's resend).
     pub async fn resend(&self, delivery: u64) -> Step<()> {
-        let r = self
+        let request = self
             .http
             .post(format!(
                 "{}/control/webhooks/{delivery}/resend",
                 self.gateway_base
             ))
-            .json(&json!({}))
-            .send()
-            .await
-            .map_err(fail("resending a webhook"))?;
-        r.status()
-            .is_success()
-            .then_some(())
-            .ok_or_else(|| format!("the sandbox did not resend {delivery}: {}", r.status()))
+            .json(&json!({}));
+        control(request, &format!("resending webhook {delivery}")).await?;
+        Ok(())
     }
 
     /// The shopper presses Pay (or Cancel) on the WeChat page of `pg_cno`; the form that sends
     /// the browser back to the returnUrl, if the page has one.
     pub async fn wechat_press(&self, pg_cno: &str, action: &str) -> Step<Option<Form>> {
         let url = format!("{}/wechat/pay/{pg_cno}", self.gateway_base);
-        let html = self
-            .http
-            .post(&url)
-            .form(&[("action", action)])
-            .send()
-            .await
-            .map_err(fail("the WeChat payment page"))?
-            .text()
-            .await
-            .map_err(fail("the WeChat payment page"))?;
+        let html = text_of(
+            self.http.post(&url).form(&[("action", action)]),
+            "the WeChat payment page",
+        )
+        .await?;
         Ok(first_form(&url, &html))
     }
 
     /// The shopper opens the KICC Pay window and presses `action`; the return form.
     pub async fn kiccpay_press(&self, window_url: &str, action: &str) -> Step<Form> {
-        let html = self
-            .http
-            .get(window_url)
-            .send()
-            .await
-            .map_err(fail("the KICC Pay window"))?
-            .text()
-            .await
-            .map_err(fail("the KICC Pay window"))?;
+        let html = text_of(self.http.get(window_url), "the KICC Pay window").await?;
         let pay = first_form(window_url, &html).ok_or("the KICC Pay window has no form")?;
-        let html = self
-            .http
-            .post(&pay.action)
-            .form(&[("action", action)])
-            .send()
-            .await
-            .map_err(fail("the KICC Pay window"))?
-            .text()
-            .await
-            .map_err(fail("the KICC Pay window"))?;
+        let html = text_of(
+            self.http.post(&pay.action).form(&[("action", action)]),
+            "the KICC Pay window",
+        )
+        .await?;
         first_form(&pay.action, &html).ok_or_else(|| "the KICC Pay window did not return".into())
     }
 
@@ -522,14 +508,7 @@ impl Env {
             .build()
             .map_err(fail("the merchant's browser"))?;
         let login_url = format!("{}/admin/login", app.base);
-        let page = client
-            .get(&login_url)
-            .send()
-            .await
-            .map_err(fail("GET /admin/login"))?
-            .text()
-            .await
-            .map_err(fail("GET /admin/login"))?;
+        let page = text_of(client.get(&login_url), "GET /admin/login").await?;
         let mut form = first_form(&login_url, &page).ok_or("the login page has no form")?;
         form.set("user", &self.admin_user);
         form.set("password", &self.admin_password);
@@ -537,14 +516,7 @@ impl Env {
         if status != 303 {
             return Err(format!("signing in answered HTTP {status}"));
         }
-        let home = client
-            .get(format!("{}/admin", app.base))
-            .send()
-            .await
-            .map_err(fail("GET /admin"))?
-            .text()
-            .await
-            .map_err(fail("GET /admin"))?;
+        let home = text_of(client.get(format!("{}/admin", app.base)), "GET /admin").await?;
         let csrf = hidden_value(&home, "csrf").ok_or("the dashboard has no CSRF token")?;
         Ok((client, csrf))
     }

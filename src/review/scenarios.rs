@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::env::{Created, DbFault, Form, Instance, KICC_DEV_IP, STRANGER_IP, Step, first_form};
+use super::env::{
+    Created, DbFault, Form, Instance, KICC_DEV_IP, STRANGER_IP, Step, first_form, text_of,
+};
 use super::evidence::records;
 use crate::db::{DbError, gateway_calls, webhook_deliveries};
 
@@ -130,15 +132,11 @@ async fn native_qr(ctx: &mut Ctx<'_>) -> Step<()> {
     let created = env.create(Instance::Main, "wechat", "pc", "KRW").await?;
     ctx.track(Instance::Main, &created.no);
     let base = &env.app(Instance::Main).base;
-    let page = env
-        .http
-        .get(format!("{base}/orders/{}", created.no))
-        .send()
-        .await
-        .map_err(|e| format!("the order page: {e}"))?
-        .text()
-        .await
-        .map_err(|e| format!("the order page: {e}"))?;
+    let page = text_of(
+        env.http.get(format!("{base}/orders/{}", created.no)),
+        "the order page",
+    )
+    .await?;
     ctx.check(
         "the order page shows the QR",
         "an <svg> QR code",
@@ -201,17 +199,8 @@ async fn mweb_redirect(ctx: &mut Ctx<'_>) -> Step<()> {
         .build()
         .map_err(|e| e.to_string())?;
     let get = |url: String| {
-        let phone = phone.clone();
-        async move {
-            phone
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))?
-                .text()
-                .await
-                .map_err(|e| format!("GET {url}: {e}"))
-        }
+        let request = phone.get(&url);
+        async move { text_of(request, &format!("GET {url}")).await }
     };
     let product_url = format!("{base}/products/CERAMIC-MUG");
     let mut add = first_form(&product_url, &get(product_url.clone()).await?)
@@ -422,19 +411,8 @@ async fn approval_paid(ctx: &mut Ctx<'_>) -> Step<()> {
         created.amount,
         trade["approvedAmount"].as_i64().unwrap_or(-1),
     );
-    let page = env
-        .http
-        .get(format!(
-            "{}/orders/{}",
-            env.app(Instance::Main).base,
-            created.no
-        ))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
+    let order_url = format!("{}/orders/{}", env.app(Instance::Main).base, created.no);
+    let page = text_of(env.http.get(order_url), "the order page").await?;
     let paid_page = page.contains("Payment received") || page.contains("paid");
     ctx.check(
         "the shopper's page",
