@@ -119,6 +119,38 @@ async fn eventually(client: &Client, what: &str, mut probe: impl AsyncFnMut(&Cli
     panic!("never: {what} (at {url})");
 }
 
+/// Clicks an element that is on the page now.
+async fn click(c: &Client, at: Locator<'_>) {
+    c.find(at).await.unwrap().click().await.unwrap();
+}
+
+/// Clicks an element once it appears.
+async fn click_when_shown(c: &Client, at: Locator<'_>) {
+    c.wait()
+        .for_element(at)
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types into an element that is on the page now.
+async fn type_into(c: &Client, at: Locator<'_>, text: &str) {
+    c.find(at).await.unwrap().send_keys(text).await.unwrap();
+}
+
+/// Types into an element once it appears.
+async fn type_when_shown(c: &Client, at: Locator<'_>, text: &str) {
+    c.wait()
+        .for_element(at)
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 async fn heading(client: &Client) -> String {
     match client.find(Locator::Css("h1")).await {
         Ok(h) => h.text().await.unwrap_or_default(),
@@ -128,19 +160,8 @@ async fn heading(client: &Client) -> String {
 
 async fn add_to_cart(c: &Client, base: &str, sku: &str) {
     c.goto(&format!("{base}/")).await.unwrap();
-    c.find(Locator::Css(&format!("a[href='/products/{sku}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Css(".add-to-cart button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Css(&format!("a[href='/products/{sku}']"))).await;
+    click_when_shown(c, Locator::Css(".add-to-cart button")).await;
     c.wait()
         .for_element(Locator::Css("table.cart"))
         .await
@@ -149,32 +170,16 @@ async fn add_to_cart(c: &Client, base: &str, sku: &str) {
 
 async fn check_out(c: &Client, base: &str) {
     c.goto(&format!("{base}/cart")).await.unwrap();
-    c.find(Locator::Css("a.button[href^='/checkout']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Css("a.button[href^='/checkout']")).await;
     for (id, value) in [
         ("name", "Kim Minsu"),
         ("email", "minsu@example.kr"),
         ("phone", "010-1234-5678"),
         ("address", "Seoul"),
     ] {
-        c.wait()
-            .for_element(Locator::Id(id))
-            .await
-            .unwrap()
-            .send_keys(value)
-            .await
-            .unwrap();
+        type_when_shown(c, Locator::Id(id), value).await;
     }
-    c.find(Locator::Css(".checkout-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Css(".checkout-form button[type=submit]")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,13 +210,7 @@ async fn a_shopper_pays_by_qr_and_the_first_tab_turns_paid_by_itself() {
     let tab = c.new_window(true).await.unwrap();
     c.switch_to_window(tab.handle).await.unwrap();
     c.goto(&scan).await.unwrap();
-    c.wait()
-        .for_element(Locator::Css("button[value=pay]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_when_shown(c, Locator::Css("button[value=pay]")).await;
     eventually(c, "the second tab lands on the receipt", async |c| {
         heading(c).await.contains("payment is complete")
     })
@@ -247,12 +246,7 @@ async fn a_phone_goes_through_the_redirect() {
             .path()
             .contains("/sandbox/wechat/mweb/")
     );
-    c.find(Locator::Css("button[value=pay]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Css("button[value=pay]")).await;
     eventually(c, "the phone lands on the receipt", async |c| {
         heading(c).await.contains("payment is complete")
     })
@@ -268,25 +262,9 @@ async fn a_merchant_finds_an_order_and_cancels_part_of_it() {
     let c = &b.client;
     c.goto(&format!("{}/admin", app.address)).await.unwrap();
     // Sent to sign in first.
-    c.wait()
-        .for_element(Locator::Id("user"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(crate::admin::PASSWORD)
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_when_shown(c, Locator::Id("user"), "admin").await;
+    type_into(c, Locator::Id("password"), crate::admin::PASSWORD).await;
+    click(c, Locator::Css("form button[type=submit]")).await;
     eventually(c, "the dashboard", async |c| {
         heading(c).await == "Dashboard"
     })
@@ -294,19 +272,8 @@ async fn a_merchant_finds_an_order_and_cancels_part_of_it() {
     c.goto(&format!("{}/admin/orders", app.address))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("input[name=q]"))
-        .await
-        .unwrap()
-        .send_keys(&pg_cno)
-        .await
-        .unwrap();
-    c.find(Locator::Css(".filters button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_when_shown(c, Locator::Css("input[name=q]"), &pg_cno).await;
+    click(c, Locator::Css(".filters button[type=submit]")).await;
     // The unfiltered list shows the same link: wait for the search's page, or the click may land
     // on the old page as it goes away.
     eventually(c, "the search results", async |c| {
@@ -315,26 +282,9 @@ async fn a_merchant_finds_an_order_and_cancels_part_of_it() {
             .is_ok_and(|u| u.query().is_some_and(|q| q.contains("q=")))
     })
     .await;
-    c.wait()
-        .for_element(Locator::Css(&format!("a[href='/admin/orders/{no}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("amount"))
-        .await
-        .unwrap()
-        .send_keys("5,000")
-        .await
-        .unwrap();
-    c.find(Locator::Css(".cancel-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_when_shown(c, Locator::Css(&format!("a[href='/admin/orders/{no}']"))).await;
+    type_when_shown(c, Locator::Id("amount"), "5,000").await;
+    click(c, Locator::Css(".cancel-form button")).await;
     let flash = c
         .wait()
         .for_element(Locator::Id("flash"))
@@ -373,12 +323,7 @@ async fn the_review_page_runs_to_all_pass() {
     let Some(b) = browser(None).await else { return };
     let c = &b.client;
     c.goto(&format!("{}/", app.address)).await.unwrap();
-    c.find(Locator::Css("nav a[href='/review']"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Css("nav a[href='/review']")).await;
     c.wait()
         .for_element(Locator::Id("run-review"))
         .await
@@ -390,12 +335,7 @@ async fn the_review_page_runs_to_all_pass() {
         .await
         .unwrap();
     assert_eq!(waiting.len(), total, "every scenario listed, none run");
-    c.find(Locator::Id("run-review"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("run-review")).await;
     // Rows turn PASS as scenarios finish (the page is not reloaded: the script fills them in).
     let mut saw_partial = false;
     for _ in 0..600 {
@@ -440,12 +380,7 @@ async fn the_review_page_runs_to_all_pass() {
         .await
         .unwrap();
     assert!(summary.contains("slowest webhook ack"), "{summary}");
-    c.find(Locator::Id("report-link"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(c, Locator::Id("report-link")).await;
     c.wait()
         .for_element(Locator::Css("section.scenario details"))
         .await
