@@ -27,7 +27,6 @@ struct Run {
     current: Option<&'static str>,
     /// Filled in as scenarios finish; complete at the end.
     report: Option<Report>,
-    results: Vec<RowState>,
     error: Option<String>,
     started: std::time::Instant,
 }
@@ -73,7 +72,18 @@ impl ReviewBoard {
                 rows: Vec::new(),
             },
             Some(r) => {
-                let passed = r.results.iter().filter(|x| x.verdict == "PASS").count();
+                let rows: Vec<RowState> = r
+                    .report
+                    .iter()
+                    .flat_map(|report| &report.scenarios)
+                    .map(|result| RowState {
+                        id: result.info.id,
+                        verdict: result.verdict(),
+                        seconds: result.seconds(),
+                        happened: result.happened.clone(),
+                    })
+                    .collect();
+                let passed = rows.iter().filter(|x| x.verdict == "PASS").count();
                 RunJson {
                     state: match (r.running, &r.error) {
                         (true, _) => "running",
@@ -81,15 +91,15 @@ impl ReviewBoard {
                         (false, None) => "done",
                     },
                     current: r.current,
-                    done: r.results.len(),
+                    done: rows.len(),
                     total,
                     passed,
-                    failed: r.results.len() - passed,
+                    failed: rows.len() - passed,
                     summary: (!r.running)
                         .then(|| r.report.as_ref().map(Report::totals_line))
                         .flatten(),
                     error: r.error.clone(),
-                    rows: r.results.clone(),
+                    rows,
                 }
             }
         }
@@ -106,7 +116,6 @@ impl ReviewBoard {
                 running: true,
                 current: None,
                 report: None,
-                results: Vec::new(),
                 error: None,
                 started: std::time::Instant::now(),
             });
@@ -139,12 +148,6 @@ impl ReviewBoard {
         match event {
             Progress::Started { info, .. } => run.current = Some(info.id),
             Progress::Finished { result, .. } => {
-                run.results.push(RowState {
-                    id: result.info.id,
-                    verdict: result.verdict(),
-                    seconds: result.seconds(),
-                    happened: result.happened.clone(),
-                });
                 // The report so far, for /review/report.html while it runs.
                 let report = run.report.get_or_insert_with(|| {
                     Report::new(
