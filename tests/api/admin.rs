@@ -55,16 +55,7 @@ impl TestApp {
             .send().await.unwrap().json().await.unwrap();
         let no = created["shopOrderNo"].as_str().unwrap().to_owned();
         let pg_cno = created["pgCno"].as_str().unwrap().to_owned();
-        let page = self
-            .client
-            .post(format!("{}/sandbox/wechat/pay/{pg_cno}", self.address))
-            .form(&[("action", "pay")])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = self.press_pay(&pg_cno).await;
         let auth = hidden(&page, "authorizationId");
         self.post_form(
             "/checkout/return",

@@ -246,6 +246,20 @@ impl TestApp {
         self.reconciler.pass().await.expect("reconciler pass")
     }
 
+    /// The shopper presses Pay on the mounted sandbox's WeChat page of `pg_cno`; the page it
+    /// answers (the return form, with its authorizationId, unless the scenario keeps it).
+    pub async fn press_pay(&self, pg_cno: &str) -> String {
+        self.client
+            .post(format!("{}/sandbox/wechat/pay/{pg_cno}", self.address))
+            .form(&[("action", "pay")])
+            .send()
+            .await
+            .expect("the payment page answers")
+            .text()
+            .await
+            .expect("the payment page's body")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.address))

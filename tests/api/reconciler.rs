@@ -50,16 +50,7 @@ impl TestApp {
     }
 
     async fn pay_page(&self, pg_cno: &str) -> String {
-        let html = self
-            .client
-            .post(format!("{}/sandbox/wechat/pay/{pg_cno}", self.address))
-            .form(&[("action", "pay")])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = self.press_pay(pg_cno).await;
         crate::helpers::hidden_field(&html, "authorizationId").unwrap_or_default()
     }
 

@@ -86,12 +86,7 @@ impl TestApp {
                 .send()
                 .await
                 .unwrap();
-            self.client
-                .post(format!("{}/sandbox/wechat/pay/{pg_cno}", self.address))
-                .form(&[("action", "pay")])
-                .send()
-                .await
-                .unwrap();
+            self.press_pay(&pg_cno).await;
         }
         (no, pg_cno)
     }
@@ -204,8 +199,7 @@ both_backends! {
             .json(&json!({"shopOrderNo": no, "scenario": "webhook_amount_mismatch"})).send().await.unwrap();
         app.client.post(format!("{}/sandbox/control/scenario", app.address)).send().await.unwrap();
         // The shopper pays and comes back: the approval is right, the notification is not.
-        let html = app.client.post(format!("{}/sandbox/wechat/pay/{pg_cno}", app.address)).form(&[("action", "pay")])
-            .send().await.unwrap().text().await.unwrap();
+        let html = app.press_pay(&pg_cno).await;
         let auth = crate::helpers::hidden_field(&html, "authorizationId").expect("an authorizationId");
         app.post_form("/checkout/return", &[("resCd", "0000"), ("shopOrderNo", &no), ("authorizationId", &auth)]).await;
         app.until_status(&no, "cancelled").await;
@@ -325,16 +319,7 @@ both_backends! {
 async fn storm(app: &TestApp, other: Option<&TestApp>) {
     for round in 0..20 {
         let (no, pg_cno) = app.wechat_order(false).await;
-        let html = app
-            .client
-            .post(format!("{}/sandbox/wechat/pay/{pg_cno}", app.address))
-            .form(&[("action", "pay")])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = app.press_pay(&pg_cno).await;
         let auth =
             crate::helpers::hidden_field(&html, "authorizationId").expect("an authorizationId");
         let before = app.kicc_deliveries().len();
