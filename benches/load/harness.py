@@ -89,11 +89,25 @@ def wrk(url, script, conns, seconds=DURATION, threads=2, args=()):
     return json.loads(line[len("RESULT "):])
 
 
-def measured(proc, fn):
-    """Runs fn(); adds the process's CPU use (cores) and peak RSS to its result."""
+def measured(proc, fn, phase=None):
+    """Runs fn(); adds the process's CPU use (cores) and peak RSS to its result.
+
+    LOAD_PERF=PHASE[,PHASE…] (e.g. `orders`, `webhooks_distinct`) records the process with
+    `perf record -g` during that phase, into target/perf-BACKEND-PHASE.data."""
+    perf = None
+    if phase and phase.split("/")[-1] in os.environ.get("LOAD_PERF", "").split(","):
+        out = f"target/perf-{phase.replace('/', '-')}.data"
+        perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "--call-graph", "dwarf,16384",
+                                 "-p", str(proc.p.pid), "-o", out],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     cpu0, _ = proc.stat()
     t0 = time.monotonic()
     result = fn()
+    if perf:
+        perf.send_signal(2)
+        perf.wait()
+        log(f"   perf data: {out}")
     cpu1, rss = proc.stat()
     result["cpu_cores"] = (cpu1 - cpu0) / (time.monotonic() - t0)
     result["rss_mb"] = rss
@@ -264,7 +278,7 @@ def reconcile(db, sandbox_base, orders, deliveries_sent, acked):
 
 # ---- the runs ----------------------------------------------------------------------------
 
-def start_stack(db, tmp, extra=None):
+def start_stack(db, tmp, extra=None, wrap=()):
     sandbox = Proc([BIN, "sandbox", "--bind", "127.0.0.1:0"],
                    {"SANDBOX_WEBHOOK_BACKOFF_MS": "600000", "SANDBOX_AUTO_APPROVE_MS": "0"}, "sandbox")
     env = {
@@ -276,7 +290,7 @@ def start_stack(db, tmp, extra=None):
         "WEBHOOK_ALLOWED_IPS": "127.0.0.1", "CHECKOUT_RATE_LIMIT": "1000000",
     }
     env.update(extra or {})
-    app = Proc([BIN, "serve"], env, "app")
+    app = Proc([*wrap, BIN, "serve"], env, "app")
     return sandbox, app
 
 
@@ -285,8 +299,10 @@ def bench(backend, tmp):
     results = {}
     cdb = Database(backend, tmp)
     ceiling = Proc([CEILING, "--bind", "127.0.0.1:0", "--database-url", cdb.url], {}, "ceiling")
-    results["hello"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/hello", "benches/load/get.lua", 64))
-    results["insert"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", 64))
+    results["hello"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/hello", "benches/load/get.lua", 64),
+                                f"{backend}/hello")
+    results["insert"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", 64),
+                                 f"{backend}/insert")
     ceiling.stop()
     cdb.drop()
 
@@ -294,9 +310,11 @@ def bench(backend, tmp):
     sandbox, app = start_stack(db, tmp)
     results["startup_ms"] = app.startup_ms
     log(f"== {backend}: app started in {app.startup_ms:.0f} ms; catalog")
-    results["catalog"] = measured(app, lambda: wrk(f"{app.base}/", "benches/load/get.lua", 64))
+    results["catalog"] = measured(app, lambda: wrk(f"{app.base}/", "benches/load/get.lua", 64),
+                                  f"{backend}/catalog")
     log(f"== {backend}: checkout creation")
-    results["orders"] = measured(app, lambda: wrk(app.base, "benches/load/orders.lua", 64))
+    results["orders"] = measured(app, lambda: wrk(app.base, "benches/load/orders.lua", 64),
+                                 f"{backend}/orders")
 
     n = int(os.environ.get("LOAD_ORDERS", "5000"))
     log(f"== {backend}: {n} orders paid at KICC, notifications to deliver")
@@ -307,7 +325,8 @@ def bench(backend, tmp):
     bodies, count = write_bodies(tmp, orders, 1, "distinct.jsonl")
     log(f"== {backend}: {count} distinct notifications")
     distinct = measured(app, lambda: wrk(app.base, "benches/load/notify.lua", 64, seconds=120,
-                                         args=(bodies, "2", "once")))
+                                         args=(bodies, "2", "once")),
+                        f"{backend}/webhooks_distinct")
     first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
     span = seconds_between(first, last)
     distinct["rps"] = count / span if span > 0 else float("nan")
@@ -315,7 +334,8 @@ def bench(backend, tmp):
     paid = until_paid(db, [o[0] for o in orders])
     log(f"== {backend}: {paid}/{len(orders)} paid; duplicates")
     results["webhooks_duplicate"] = measured(app, lambda: wrk(app.base, "benches/load/notify.lua", 64,
-                                                             args=(bodies, "2", "cycle")))
+                                                             args=(bodies, "2", "cycle")),
+                                           f"{backend}/webhooks_duplicate")
     dup = results["webhooks_duplicate"]
     applied_col = "1" if backend == "sqlite" else "true"
     check = {
@@ -377,6 +397,90 @@ def table(all_results):
     return "\n".join(lines)
 
 
+# ---- instruction profile (callgrind) ----------------------------------------------------
+
+PROFILE_N = int(os.environ.get("PROFILE_REQUESTS", "200"))
+
+
+def profile(backend, tmp):
+    """The app under valgrind's callgrind, one request at a time: instructions per request for
+    each phase, and where they go. Unlike wall or CPU time, instruction counts do not move with
+    the machine's other tenants, so a change can be judged by one run before and one after."""
+    out_dir = os.path.abspath("target/callgrind")
+    os.makedirs(out_dir, exist_ok=True)
+    for f in os.listdir(out_dir):
+        os.remove(os.path.join(out_dir, f))
+    db = Database(backend, tmp)
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/{backend}",
+            "--dump-instr=no", "--collect-systime=no"]
+    sandbox, app = start_stack(db, tmp, wrap=wrap)
+    pid = app.p.pid
+    log(f"== {backend}: app under callgrind (pid {pid}); warming up")
+    h = Http(app.base)
+
+    def phase(name, fn, n):
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        fn()
+        subprocess.run(["callgrind_control", "-d", name, str(pid)], check=True, capture_output=True)
+        log(f"   {name}: {n} requests")
+        return name, n
+
+    def gets(n):
+        for _ in range(n):
+            status, _ = h.call("GET", "/")
+            assert status == 200, status
+
+    def orders_one_by_one(n, into):
+        for _ in range(n):
+            status, body = h.call("POST", "/api/orders", ORDER)
+            if status != 201:
+                raise SystemExit(f"POST /api/orders answered {status}: {body[:200]}")
+            o = json.loads(body)
+            into.append((o["shopOrderNo"], o["pgCno"], o["amount"], o["currency"]))
+
+    def deliver(orders, wait_paid):
+        for o in orders:
+            status, body = h.call("POST", "/webhooks/kicc/payment", notification(*o),
+                                  "application/json; charset=utf-8")
+            assert status == 200 and b'"0000"' in body, (status, body)
+        if wait_paid:
+            assert until_paid(db, [o[0] for o in orders]) == len(orders)
+
+    gets(20)
+    warm = []
+    orders_one_by_one(20, warm)
+    approve_at_kicc(sandbox.base, warm)
+    deliver(warm, True)
+    deliver(warm, False)
+    orders = []
+    phases = [
+        phase("catalog", lambda: gets(PROFILE_N), PROFILE_N),
+        phase("checkout", lambda: orders_one_by_one(PROFILE_N, orders), PROFILE_N),
+    ]
+    approve_at_kicc(sandbox.base, orders)
+    phases.append(phase("webhooks_distinct", lambda: deliver(orders, True), PROFILE_N))
+    phases.append(phase("webhooks_duplicate", lambda: deliver(orders, False), PROFILE_N))
+    app.stop()
+    sandbox.stop()
+    db.drop()
+    rows = []
+    for name, n in phases:
+        dump = next(os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir))
+                    if f.startswith(f"{backend}.") and f"Trigger: dump {name}\n" in open(os.path.join(out_dir, f), errors="replace").read(4000))
+        text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
+                              capture_output=True, text=True, check=True).stdout
+        total = int(re.search(r"^([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text, re.M).group(1).replace(",", ""))
+        report = os.path.join(out_dir, f"{backend}-{name}.txt")
+        with open(report, "w") as f:
+            f.write(text)
+        rows.append((name, n, total))
+    print(f"| backend | phase | requests | k instructions / request |")
+    print("|---|---|---:|---:|")
+    for name, n, total in rows:
+        print(f"| {backend} | {name} | {n} | {total / n / 1000:,.0f} |")
+    log(f"   reports (callgrind_annotate --inclusive=yes): {out_dir}/{backend}-PHASE.txt")
+
+
 def reliability(backend, tmp, n_orders=2000, deliveries=10000, conns=200):
     copies = deliveries // n_orders
     db = Database(backend, tmp)
@@ -415,7 +519,7 @@ def reliability(backend, tmp, n_orders=2000, deliveries=10000, conns=200):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["bench", "reliability"])
+    ap.add_argument("mode", choices=["bench", "reliability", "profile"])
     ap.add_argument("backend", nargs="?", default="both", choices=["sqlite", "postgres", "both"])
     a = ap.parse_args()
     backends = ["sqlite", "postgres"] if a.backend == "both" else [a.backend]
@@ -429,6 +533,10 @@ def main():
                       f"{'OK' if r['check_ok'] else 'MISMATCH'} {json.dumps(r['check'])}")
             print(json.dumps(results), file=open(os.path.join("target", "load-results.json"), "w"))
             sys.exit(0 if all(r["check_ok"] for r in results.values()) else 1)
+        if a.mode == "profile":
+            for b in backends:
+                profile(b, tmp)
+            return
         failed = False
         for b in backends:
             report, mismatches = reliability(b, tmp)

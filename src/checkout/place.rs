@@ -7,7 +7,7 @@ use super::Checkout;
 use crate::db::orders::{self, NewOrder, OrderPatch, Transition, TransitionOutcome};
 use crate::db::{DbError, now, products};
 use crate::domain::{
-    Currency, Customer, GoodsName, Order, OrderEvent, OrderLine, OrderStatus, PayMethod,
+    Currency, Customer, GoodsName, Order, OrderEvent, OrderLine, OrderStatus, PayMethod, Product,
     ShopOrderNo, TradeType, ValidationError,
 };
 use crate::kicc::Outcome;
@@ -144,76 +144,45 @@ impl Checkout {
         }
     }
 
-    /// Prices the lines from the catalog and inserts the order (status `created`).
+    /// Prices the lines from the catalog and inserts the order (status `created`): one trip to
+    /// the database for both (a pooled connection and a blocking-pool hop per order saved).
     async fn save(&self, request: &OrderRequest) -> Result<Saved, CheckoutError> {
-        let catalog = self.db.run(products::list_active).await?;
-        let mut lines = Vec::new();
-        for (sku, quantity) in &request.items {
-            let product = catalog.iter().find(|p| &p.sku == sku).ok_or_else(|| {
-                CheckoutError::Invalid(ValidationError::new(
-                    "items",
-                    format!("`{sku}` is not on sale"),
-                ))
-            })?;
-            let quantity = i32::try_from(*quantity)
-                .ok()
-                .filter(|q| (1..=99).contains(q))
-                .ok_or_else(|| {
-                    CheckoutError::Invalid(ValidationError::new("quantity", "must be 1 to 99"))
-                })?;
-            let unit_price = product.price(request.currency);
-            let line_total = unit_price.checked_mul(i64::from(quantity)).ok_or_else(|| {
-                CheckoutError::Invalid(ValidationError::new("quantity", "is too large"))
-            })?;
-            lines.push(OrderLine {
-                sku: product.sku.clone(),
-                name: product.name.clone(),
-                unit_price,
-                quantity,
-                line_total,
-            });
-        }
-        let goods_name = GoodsName::for_cart(lines.iter().map(|l| l.name.as_str()))
-            .map_err(CheckoutError::Invalid)?;
         let expires_at = now()
             + chrono::TimeDelta::from_std(self.order_expiry)
                 .unwrap_or_else(|_| chrono::TimeDelta::minutes(10));
-        let trade_type =
-            (request.pay_method == PayMethod::Wechat).then(|| request.device.trade_type());
-        // A fresh number per try: two orders in the same minute may, rarely, draw the same one.
-        for _ in 0..3 {
-            let new = NewOrder {
-                shop_order_no: ShopOrderNo::generate(chrono::Utc::now()),
-                pay_method: request.pay_method,
-                trade_type,
-                goods_name: goods_name.clone(),
-                customer: request.customer.clone(),
-                lines: lines.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                expires_at: Some(expires_at),
-            };
-            let key = request.idempotency_key.clone();
-            let result = self
-                .db
-                .run(move |conn| match orders::insert(conn, &new, "checkout") {
-                    Ok(order) => Ok(Some(Saved::New(order))),
-                    Err(e) if e.is_unique_violation() => match key {
-                        // The same form submitted twice at once: the other submit won.
-                        Some(key) => {
-                            Ok(orders::find_by_idempotency_key(conn, &key)?.map(Saved::Existing))
+        let request = request.clone();
+        self.db
+            .run(move |conn| {
+                let catalog = products::list_active(conn)?;
+                let new = match priced_order(&catalog, &request, expires_at) {
+                    Ok(new) => new,
+                    Err(e) => return Ok(Err(e)),
+                };
+                // A fresh number per try: two orders in the same minute may, rarely, draw the
+                // same one.
+                for _ in 0..3 {
+                    let new = NewOrder {
+                        shop_order_no: ShopOrderNo::generate(chrono::Utc::now()),
+                        ..new.clone()
+                    };
+                    match orders::insert(conn, &new, "checkout") {
+                        Ok(order) => return Ok(Ok(Saved::New(order))),
+                        Err(e) if e.is_unique_violation() => {
+                            // The same form submitted twice at once: the other submit won.
+                            if let Some(key) = &request.idempotency_key
+                                && let Some(order) = orders::find_by_idempotency_key(conn, key)?
+                            {
+                                return Ok(Ok(Saved::Existing(order)));
+                            }
                         }
-                        None => Ok(None),
-                    },
-                    Err(e) => Err(e),
-                })
-                .await?;
-            if let Some(saved) = result {
-                return Ok(saved);
-            }
-        }
-        Err(CheckoutError::Db(DbError::Corrupt(
-            "could not draw a free order number".into(),
-        )))
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(Err(CheckoutError::Db(DbError::Corrupt(
+                    "could not draw a free order number".into(),
+                ))))
+            })
+            .await?
     }
 
     /// Spec 01: register the WeChat Pay payment; store pgCno and the payment page.
@@ -357,6 +326,52 @@ impl Checkout {
             })
             .await
     }
+}
+
+/// The order the request asks for, priced from the catalog (never from the form).
+fn priced_order(
+    catalog: &[Product],
+    request: &OrderRequest,
+    expires_at: chrono::NaiveDateTime,
+) -> Result<NewOrder, CheckoutError> {
+    let mut lines = Vec::with_capacity(request.items.len());
+    for (sku, quantity) in &request.items {
+        let product = catalog.iter().find(|p| &p.sku == sku).ok_or_else(|| {
+            CheckoutError::Invalid(ValidationError::new(
+                "items",
+                format!("`{sku}` is not on sale"),
+            ))
+        })?;
+        let quantity = i32::try_from(*quantity)
+            .ok()
+            .filter(|q| (1..=99).contains(q))
+            .ok_or_else(|| {
+                CheckoutError::Invalid(ValidationError::new("quantity", "must be 1 to 99"))
+            })?;
+        let unit_price = product.price(request.currency);
+        let line_total = unit_price.checked_mul(i64::from(quantity)).ok_or_else(|| {
+            CheckoutError::Invalid(ValidationError::new("quantity", "is too large"))
+        })?;
+        lines.push(OrderLine {
+            sku: product.sku.clone(),
+            name: product.name.clone(),
+            unit_price,
+            quantity,
+            line_total,
+        });
+    }
+    let goods_name = GoodsName::for_cart(lines.iter().map(|l| l.name.as_str()))
+        .map_err(CheckoutError::Invalid)?;
+    Ok(NewOrder {
+        shop_order_no: ShopOrderNo::generate(chrono::Utc::now()),
+        pay_method: request.pay_method,
+        trade_type: (request.pay_method == PayMethod::Wechat).then(|| request.device.trade_type()),
+        goods_name,
+        customer: request.customer.clone(),
+        lines,
+        idempotency_key: request.idempotency_key.clone(),
+        expires_at: Some(expires_at),
+    })
 }
 
 enum Saved {

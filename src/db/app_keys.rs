@@ -16,7 +16,7 @@ pub fn get_or_create(
         app_keys::table
             .filter(app_keys::name.eq(name))
             .select(app_keys::value)
-            .first::<String>(conn)
+            .get_result::<String>(conn)
             .optional()
     };
     if let Some(value) = existing(conn)? {

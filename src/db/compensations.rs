@@ -105,7 +105,7 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<Compensation>, D
     Ok(compensations::table
         .filter(compensations::id.eq(id))
         .select(Compensation::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 

@@ -5,7 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::gateway_calls;
-use super::{AnyConnection, DbError, now};
+use super::{AnyConnection, DbError, now, on_backend, write_transaction};
 
 #[derive(Insertable)]
 #[diesel(table_name = gateway_calls)]
@@ -65,19 +65,25 @@ pub struct GatewayCall {
     pub completed_at: Option<NaiveDateTime>,
 }
 
-/// Records a call before it is sent; returns its id.
+/// Records a call before it is sent; returns its id. (In a write transaction, like every write:
+/// on SQLite that queues it in the process's writer lane, see `write_transaction`.)
 pub fn insert_started(conn: &mut AnyConnection, call: &NewGatewayCall<'_>) -> Result<i64, DbError> {
-    Ok(diesel::insert_into(gateway_calls::table)
-        .values(NewCallRow {
-            order_id: call.order_id,
-            api: call.api,
-            shop_transaction_id: call.shop_transaction_id,
-            request_date: call.request_date,
-            request_body: call.request_body,
-            requested_at: now(),
-        })
-        .returning(gateway_calls::id)
-        .get_result(conn)?)
+    let row = NewCallRow {
+        order_id: call.order_id,
+        api: call.api,
+        shop_transaction_id: call.shop_transaction_id,
+        request_date: call.request_date,
+        request_body: call.request_body,
+        requested_at: now(),
+    };
+    write_transaction(conn, |conn| {
+        Ok(
+            on_backend!(conn, c => diesel::insert_into(gateway_calls::table)
+            .values(&row)
+            .returning(gateway_calls::id)
+            .get_result(c))?,
+        )
+    })
 }
 
 /// Records how a call ended.
@@ -86,18 +92,20 @@ pub fn complete(
     id: i64,
     done: &CallCompletion<'_>,
 ) -> Result<(), DbError> {
-    let updated = diesel::update(gateway_calls::table.filter(gateway_calls::id.eq(id)))
-        .set((
-            gateway_calls::response_body.eq(done.response_body),
-            gateway_calls::http_status.eq(done.http_status),
-            gateway_calls::outcome.eq(done.outcome),
-            gateway_calls::res_cd.eq(done.res_cd),
-            gateway_calls::res_msg.eq(done.res_msg),
-            gateway_calls::pg_cno.eq(done.pg_cno),
-            gateway_calls::latency_ms.eq(done.latency_ms),
-            gateway_calls::completed_at.eq(now()),
-        ))
-        .execute(conn)?;
+    let updated = write_transaction(conn, |conn| {
+        on_backend!(conn, c => diesel::update(gateway_calls::table.filter(gateway_calls::id.eq(id)))
+            .set((
+                gateway_calls::response_body.eq(done.response_body),
+                gateway_calls::http_status.eq(done.http_status),
+                gateway_calls::outcome.eq(done.outcome),
+                gateway_calls::res_cd.eq(done.res_cd),
+                gateway_calls::res_msg.eq(done.res_msg),
+                gateway_calls::pg_cno.eq(done.pg_cno),
+                gateway_calls::latency_ms.eq(done.latency_ms),
+                gateway_calls::completed_at.eq(now()),
+            ))
+            .execute(c))
+    })?;
     if updated == 0 {
         return Err(DbError::NotFound);
     }
@@ -112,7 +120,7 @@ pub fn find_by_shop_transaction_id(
     Ok(gateway_calls::table
         .filter(gateway_calls::shop_transaction_id.eq(shop_transaction_id))
         .select(GatewayCall::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
@@ -207,6 +215,6 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<GatewayCall>, Db
     Ok(gateway_calls::table
         .filter(gateway_calls::id.eq(id))
         .select(GatewayCall::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }

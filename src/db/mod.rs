@@ -4,6 +4,11 @@
 //! `AnyConnection` is diesel's `MultiConnection`; the backend is chosen by the scheme of
 //! `DATABASE_URL`. What the multi-connection cannot express (SQLite's `BEGIN IMMEDIATE`,
 //! PostgreSQL's advisory lock) is matched on the variant here and nowhere else.
+//!
+//! Lookups of one row by a key use `get_result`, never `first`: `first` binds `LIMIT ?`, and
+//! the bundled SQLite is built with STAT4, under which rebinding a parameter the planner looked
+//! at (the limit) expires the statement. Every `first` was therefore parsed and planned again
+//! on each call: 7% of the app's CPU in the checkout load (docs/BENCHMARKS.md).
 
 pub mod admin;
 pub mod app_keys;
@@ -18,6 +23,8 @@ pub mod webhook_deliveries;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
@@ -168,6 +175,9 @@ pub struct Manager {
 /// once, WAL's safe-and-fast sync level, and enforced foreign keys.
 const SQLITE_CONNECTION_PRAGMAS: &str =
     "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
+/// The `busy_timeout` above.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 impl Manager {
     fn open(url: &DatabaseUrl) -> Result<AnyConnection, DbError> {
@@ -367,6 +377,33 @@ pub fn run_migrations(conn: &mut AnyConnection) -> Result<Vec<String>, DbError> 
     applied.map_err(|e| DbError::Migration(one_line(e)))
 }
 
+/// Runs a diesel query on the backend's own connection instead of through `AnyConnection`:
+/// `on_backend!(conn, c => query.get_result(c))`. The body is compiled once per backend.
+///
+/// The multi-connection renders a query's whole SQL text again on every pass over it (the
+/// statement-cache check, the binds, the text), even when its prepared statement is cached;
+/// for a 25-column order row that is 50 escaped identifiers, three times, per call. On the hot
+/// paths (placing an order, a webhook, a gateway call's record) queries go to the concrete
+/// connection, where a cached statement costs only its binds (docs/BENCHMARKS.md).
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::AnyConnection::Sqlite($c) => $body,
+            $crate::db::AnyConnection::Postgresql($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
+/// SQLite takes one writer at a time. This process's writers queue here before `BEGIN
+/// IMMEDIATE`, and each is woken the moment the one before it finishes; waiting inside SQLite's
+/// busy handler instead sleeps in steps of 1, 2, 5 … 100 ms and polls, which under a burst of
+/// webhooks left the CPU idle while writers slept (docs/BENCHMARKS.md). Other processes on the
+/// same file (a second instance, the CLI) still meet SQLite's own lock and its busy timeout.
+/// One lane for the whole process: two SQLite files in one process (tests, `/review` beside
+/// the shop) share it, which costs them only some concurrency.
+static SQLITE_WRITER: Mutex<()> = Mutex::new(());
+
 /// Runs `f` in a write transaction. On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken
 /// up front, so concurrent read-then-write transactions wait (busy_timeout) instead of failing
 /// with "database is locked" when they upgrade. On PostgreSQL it is a plain transaction; the
@@ -389,6 +426,10 @@ where
     if nested {
         return conn.transaction(f);
     }
+    // Held until this function returns, i.e. past the commit or rollback. If the lane is not
+    // free within the busy timeout (a writer stuck, or a caller nesting writes on two
+    // connections), go on without it: SQLite's own lock still decides, as before the lane.
+    let _lane = SQLITE_WRITER.try_lock_for(SQLITE_BUSY_TIMEOUT);
     AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
     match f(conn) {
         Ok(value) => {

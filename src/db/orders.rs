@@ -9,7 +9,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{order_events, order_items, orders};
-use super::{AnyConnection, DbError, now, write_transaction};
+use super::{AnyConnection, DbError, now, on_backend, write_transaction};
 use crate::domain::{
     Currency, Customer, GoodsName, Money, Order, OrderEvent, OrderLine, OrderStatus, PayMethod,
     ShopOrderNo, TimelineEntry, TradeType, TransitionError,
@@ -167,62 +167,62 @@ pub fn insert(conn: &mut AnyConnection, new: &NewOrder, cause: &str) -> Result<O
     let amount = new.amount()?;
     write_transaction(conn, |conn| {
         let at = now();
-        let id: i64 = diesel::insert_into(orders::table)
-            .values(NewOrderRow {
-                shop_order_no: new.shop_order_no.as_str(),
-                status: OrderStatus::Created.as_str(),
-                pay_method: new.pay_method.as_str(),
-                currency: amount.currency().code(),
-                amount: amount.minor(),
-                cancelled_amount: 0,
-                goods_name: new.goods_name.as_str(),
-                customer_id: new.customer.id.as_str(),
-                customer_name: new.customer.name.as_str(),
-                customer_mail: new.customer.mail.as_str(),
-                customer_contact_no: new.customer.contact_no.as_str(),
-                customer_addr: new.customer.addr.as_str(),
-                trade_type: new.trade_type.map(TradeType::as_str),
-                idempotency_key: new.idempotency_key.as_deref(),
-                expires_at: new.expires_at,
-                created_at: at,
-                updated_at: at,
-            })
-            .returning(orders::id)
-            .get_result(conn)?;
+        let row = NewOrderRow {
+            shop_order_no: new.shop_order_no.as_str(),
+            status: OrderStatus::Created.as_str(),
+            pay_method: new.pay_method.as_str(),
+            currency: amount.currency().code(),
+            amount: amount.minor(),
+            cancelled_amount: 0,
+            goods_name: new.goods_name.as_str(),
+            customer_id: new.customer.id.as_str(),
+            customer_name: new.customer.name.as_str(),
+            customer_mail: new.customer.mail.as_str(),
+            customer_contact_no: new.customer.contact_no.as_str(),
+            customer_addr: new.customer.addr.as_str(),
+            trade_type: new.trade_type.map(TradeType::as_str),
+            idempotency_key: new.idempotency_key.as_deref(),
+            expires_at: new.expires_at,
+            created_at: at,
+            updated_at: at,
+        };
+        let saved: OrderRow = on_backend!(conn, c => diesel::insert_into(orders::table)
+            .values(&row)
+            .returning(OrderRow::as_returning())
+            .get_result(c))?;
+        let id = saved.id;
         for line in &new.lines {
-            diesel::insert_into(order_items::table)
-                .values(NewOrderItemRow {
-                    order_id: id,
-                    sku: &line.sku,
-                    name: &line.name,
-                    unit_price: line.unit_price.minor(),
-                    quantity: line.quantity,
-                    line_total: line.line_total.minor(),
-                })
-                .execute(conn)?;
-        }
-        diesel::insert_into(order_events::table)
-            .values(NewOrderEventRow {
+            let item = NewOrderItemRow {
                 order_id: id,
-                event: "order_created",
-                from_status: None,
-                to_status: Some(OrderStatus::Created.as_str()),
-                cause,
-                created_at: at,
-            })
-            .execute(conn)?;
-        find_by_id(conn, id)?.ok_or(DbError::NotFound)
+                sku: &line.sku,
+                name: &line.name,
+                unit_price: line.unit_price.minor(),
+                quantity: line.quantity,
+                line_total: line.line_total.minor(),
+            };
+            on_backend!(conn, c => diesel::insert_into(order_items::table).values(&item).execute(c))?;
+        }
+        let event = NewOrderEventRow {
+            order_id: id,
+            event: "order_created",
+            from_status: None,
+            to_status: Some(OrderStatus::Created.as_str()),
+            cause,
+            created_at: at,
+        };
+        on_backend!(conn, c => diesel::insert_into(order_events::table).values(&event).execute(c))?;
+        Order::try_from(saved)
     })
 }
 
 pub fn find_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<Order>, DbError> {
-    orders::table
+    on_backend!(conn, c => orders::table
         .filter(orders::id.eq(id))
         .select(OrderRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(Order::try_from)
-        .transpose()
+        .get_result(c)
+        .optional())?
+    .map(Order::try_from)
+    .transpose()
 }
 
 pub fn find_by_shop_order_no(
@@ -232,7 +232,7 @@ pub fn find_by_shop_order_no(
     orders::table
         .filter(orders::shop_order_no.eq(shop_order_no.as_str()))
         .select(OrderRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?
         .map(Order::try_from)
         .transpose()
@@ -242,13 +242,13 @@ pub fn find_by_idempotency_key(
     conn: &mut AnyConnection,
     key: &str,
 ) -> Result<Option<Order>, DbError> {
-    orders::table
+    on_backend!(conn, c => orders::table
         .filter(orders::idempotency_key.eq(key))
         .select(OrderRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(Order::try_from)
-        .transpose()
+        .get_result(c)
+        .optional())?
+    .map(Order::try_from)
+    .transpose()
 }
 
 /// The order's lines, in the order they were added.
@@ -436,47 +436,48 @@ pub fn transition(conn: &mut AnyConnection, t: &Transition) -> Result<Transition
             .filter(orders::id.eq(t.order_id))
             .filter(orders::status.eq(t.expected.as_str()));
         let updated = match t.cancelled_amount {
-            Some((expected_cancelled, new_cancelled)) => {
-                diesel::update(target.filter(orders::cancelled_amount.eq(expected_cancelled)))
-                    .set((
-                        orders::status.eq(to.as_str()),
-                        orders::updated_at.eq(at),
-                        orders::cancelled_amount.eq(new_cancelled),
-                        &t.patch,
-                    ))
-                    .execute(conn)?
-            }
-            None => diesel::update(target)
+            Some((expected_cancelled, new_cancelled)) => on_backend!(conn, c => diesel::update(
+                target.filter(orders::cancelled_amount.eq(expected_cancelled))
+            )
+            .set((
+                orders::status.eq(to.as_str()),
+                orders::updated_at.eq(at),
+                orders::cancelled_amount.eq(new_cancelled),
+                &t.patch,
+            ))
+            .execute(c))?,
+            None => on_backend!(conn, c => diesel::update(target)
                 .set((
                     orders::status.eq(to.as_str()),
                     orders::updated_at.eq(at),
                     &t.patch,
                 ))
-                .execute(conn)?,
+                .execute(c))?,
         };
         if updated == 0 {
-            let current: Option<String> = orders::table
+            let current: Option<String> = on_backend!(conn, c => orders::table
                 .filter(orders::id.eq(t.order_id))
                 .select(orders::status)
-                .first(conn)
-                .optional()?;
+                .get_result(c)
+                .optional())?;
             let current = current.ok_or(DbError::NotFound)?;
             let current = current
                 .parse()
                 .map_err(|e| DbError::Corrupt(format!("order {}: {e}", t.order_id)))?;
             return Ok(TransitionOutcome::Lost { current });
         }
-        let event_id: i64 = diesel::insert_into(order_events::table)
-            .values(NewOrderEventRow {
-                order_id: t.order_id,
-                event: t.event.name(),
-                from_status: Some(t.expected.as_str()),
-                to_status: Some(to.as_str()),
-                cause: &t.cause,
-                created_at: at,
-            })
+        let event = NewOrderEventRow {
+            order_id: t.order_id,
+            event: t.event.name(),
+            from_status: Some(t.expected.as_str()),
+            to_status: Some(to.as_str()),
+            cause: &t.cause,
+            created_at: at,
+        };
+        let event_id: i64 = on_backend!(conn, c => diesel::insert_into(order_events::table)
+            .values(&event)
             .returning(order_events::id)
-            .get_result(conn)?;
+            .get_result(c))?;
         Ok(TransitionOutcome::Applied {
             from: t.expected,
             to,
@@ -497,12 +498,12 @@ pub fn apply_event(
 ) -> Result<TransitionOutcome, DbError> {
     let mut last = None;
     for _ in 0..5 {
-        let current: String = orders::table
+        let current: String = on_backend!(conn, c => orders::table
             .filter(orders::id.eq(order_id))
             .select(orders::status)
-            .first(conn)
-            .optional()?
-            .ok_or(DbError::NotFound)?;
+            .get_result(c)
+            .optional())?
+        .ok_or(DbError::NotFound)?;
         let current: OrderStatus = current
             .parse()
             .map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}")))?;
@@ -518,11 +519,11 @@ pub fn apply_event(
 }
 
 pub fn find_by_pg_cno(conn: &mut AnyConnection, pg_cno: &str) -> Result<Option<Order>, DbError> {
-    orders::table
+    on_backend!(conn, c => orders::table
         .filter(orders::pg_cno.eq(pg_cno))
         .select(OrderRow::as_select())
-        .first(conn)
-        .optional()?
-        .map(Order::try_from)
-        .transpose()
+        .get_result(c)
+        .optional())?
+    .map(Order::try_from)
+    .transpose()
 }

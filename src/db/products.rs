@@ -3,7 +3,7 @@
 use diesel::prelude::*;
 
 use super::schema::products;
-use super::{AnyConnection, DbError};
+use super::{AnyConnection, DbError, on_backend};
 use crate::domain::{Currency, Money, Product};
 
 #[derive(Debug, Queryable, Selectable)]
@@ -35,14 +35,14 @@ impl TryFrom<ProductRow> for Product {
 
 /// Products on sale, in catalog order.
 pub fn list_active(conn: &mut AnyConnection) -> Result<Vec<Product>, DbError> {
-    products::table
+    on_backend!(conn, c => products::table
         .filter(products::active.eq(true))
         .order((products::position.asc(), products::sku.asc()))
         .select(ProductRow::as_select())
-        .load(conn)?
-        .into_iter()
-        .map(Product::try_from)
-        .collect()
+        .load(c))?
+    .into_iter()
+    .map(Product::try_from)
+    .collect()
 }
 
 /// One product on sale by its SKU.
@@ -51,7 +51,7 @@ pub fn find_active(conn: &mut AnyConnection, sku: &str) -> Result<Option<Product
         .filter(products::sku.eq(sku))
         .filter(products::active.eq(true))
         .select(ProductRow::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?
         .map(Product::try_from)
         .transpose()

@@ -7,7 +7,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::webhook_deliveries;
-use super::{AnyConnection, DbError, now};
+use super::{AnyConnection, DbError, now, on_backend};
 
 #[derive(Insertable)]
 #[diesel(table_name = webhook_deliveries)]
@@ -61,21 +61,24 @@ pub struct Delivery {
 }
 
 pub fn insert(conn: &mut AnyConnection, new: &NewDelivery<'_>) -> Result<i64, DbError> {
-    Ok(diesel::insert_into(webhook_deliveries::table)
-        .values(NewRow {
-            kind: new.kind,
-            route: new.route,
-            source_ip: new.source_ip,
-            headers: new.headers,
-            body: new.body,
-            received_at: now(),
-            dedupe_key: new.dedupe_key,
-            pg_cno: new.pg_cno,
-            shop_order_no: new.shop_order_no,
-            applied: false,
-        })
+    let row = NewRow {
+        kind: new.kind,
+        route: new.route,
+        source_ip: new.source_ip,
+        headers: new.headers,
+        body: new.body,
+        received_at: now(),
+        dedupe_key: new.dedupe_key,
+        pg_cno: new.pg_cno,
+        shop_order_no: new.shop_order_no,
+        applied: false,
+    };
+    Ok(
+        on_backend!(conn, c => diesel::insert_into(webhook_deliveries::table)
+        .values(&row)
         .returning(webhook_deliveries::id)
-        .get_result(conn)?)
+        .get_result(c))?,
+    )
 }
 
 /// Whether a delivery with this key was already applied.
@@ -84,22 +87,22 @@ pub fn already_applied(
     kind: &str,
     dedupe_key: &str,
 ) -> Result<bool, DbError> {
-    let found: Option<i64> = webhook_deliveries::table
+    let found: Option<i64> = on_backend!(conn, c => webhook_deliveries::table
         .filter(webhook_deliveries::kind.eq(kind))
         .filter(webhook_deliveries::dedupe_key.eq(dedupe_key))
         .filter(webhook_deliveries::applied.eq(true))
         .select(webhook_deliveries::id)
-        .first(conn)
-        .optional()?;
+        .get_result(c)
+        .optional())?;
     Ok(found.is_some())
 }
 
 /// Claims the delivery's effect: fails with a unique violation when another delivery of the
 /// same key was applied first (also one committing concurrently).
 pub fn mark_applied(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
-    diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
+    on_backend!(conn, c => diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
         .set(webhook_deliveries::applied.eq(true))
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
@@ -112,7 +115,7 @@ pub fn finish(
     ack_res_cd: &str,
     ack_body: &str,
 ) -> Result<(), DbError> {
-    diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
+    on_backend!(conn, c => diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
         .set((
             webhook_deliveries::outcome.eq(outcome),
             webhook_deliveries::order_id.eq(order_id),
@@ -120,7 +123,7 @@ pub fn finish(
             webhook_deliveries::ack_body.eq(ack_body),
             webhook_deliveries::acked_at.eq(now()),
         ))
-        .execute(conn)?;
+        .execute(c))?;
     Ok(())
 }
 
@@ -128,7 +131,7 @@ pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<Delivery>, DbErr
     Ok(webhook_deliveries::table
         .filter(webhook_deliveries::id.eq(id))
         .select(Delivery::as_select())
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 
