@@ -34,7 +34,14 @@ pub struct Checkout {
     pub retry: RetryPolicy,
     /// Cancels made while the database was unreachable, waiting to be recorded.
     in_process: std::sync::Mutex<Vec<compensate::InProcessCancel>>,
+    /// Follow-ups (the status check after an ack, a compensation's first attempt) running at
+    /// once. The rest wait their turn, so a burst of notifications is acked first and
+    /// confirmed after, and holds no connection, thread or HTTP request while it waits.
+    follow_ups: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// How many follow-ups run at once: half the default pool, leaving the rest to the acks.
+const FOLLOW_UPS_AT_ONCE: usize = 4;
 
 impl Checkout {
     pub fn new(
@@ -53,6 +60,7 @@ impl Checkout {
             kiccpay_window,
             retry,
             in_process: std::sync::Mutex::new(Vec::new()),
+            follow_ups: std::sync::Arc::new(tokio::sync::Semaphore::new(FOLLOW_UPS_AT_ONCE)),
         }
     }
 

@@ -13,7 +13,7 @@ use super::approval::CheckedApproval;
 use super::compensate::{CancelPlan, close_compensated_order, start_compensation};
 use crate::db::compensations;
 use crate::db::orders::{self, Transition, TransitionOutcome};
-use crate::db::webhook_deliveries::{self, NewDelivery};
+use crate::db::webhook_deliveries::{self, Answered, NewDelivery};
 use crate::db::{AnyConnection, DbError, write_transaction};
 use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::webhook::{
@@ -200,24 +200,42 @@ impl Checkout {
             .run(move |conn| {
                 let mut reached_apply = false;
                 let stage = write_transaction(conn, |conn| -> Result<Stage, DbError> {
-                    let id = webhook_deliveries::insert(
-                        conn,
-                        &NewDelivery {
-                            kind,
-                            route: d.route,
-                            source_ip: &d.source_ip,
-                            headers: &d.headers,
-                            body: &body_text,
-                            dedupe_key: dedupe.as_deref(),
-                            pg_cno: pg_cno.as_deref(),
-                            shop_order_no: shop_order_no.as_deref(),
-                        },
-                    )?;
+                    let new = NewDelivery {
+                        kind,
+                        route: d.route,
+                        source_ip: &d.source_ip,
+                        headers: &d.headers,
+                        body: &body_text,
+                        dedupe_key: dedupe.as_deref(),
+                        pg_cno: pg_cno.as_deref(),
+                        shop_order_no: shop_order_no.as_deref(),
+                    };
+                    // A refusal, or a delivery whose key was applied before (KICC's resends):
+                    // the answer is known, so it is stored with the delivery in one insert.
                     if let (Some(cd), Some(body)) = (&refusal_cd, &refusal_body) {
-                        webhook_deliveries::finish(conn, id, refused_as, None, cd, body)?;
+                        let answered = Answered {
+                            outcome: refused_as,
+                            ack_res_cd: cd,
+                            ack_body: body,
+                        };
+                        webhook_deliveries::insert_answered(conn, &new, answered)?;
                         return Ok(Stage::Refused);
                     }
                     let n = n.expect("parsed when not refused");
+                    if webhook_deliveries::already_applied(conn, n.kind(), n.dedupe_key())? {
+                        let answered = Answered {
+                            outcome: "duplicate",
+                            ack_res_cd: &ok_cd,
+                            ack_body: &ok_body,
+                        };
+                        webhook_deliveries::insert_answered(conn, &new, answered)?;
+                        return Ok(Stage::Applied(Processed {
+                            outcome: "duplicate",
+                            order_id: None,
+                            follow_up: FollowUp::None,
+                        }));
+                    }
+                    let id = webhook_deliveries::insert(conn, &new)?;
                     reached_apply = true;
                     let applied = write_transaction(conn, |conn| {
                         let processed = apply(conn, id, &n)?;
@@ -363,8 +381,13 @@ impl Checkout {
     }
 
     /// Runs what follows an ack: the status check of a notified approval, or a compensation's
-    /// first attempt. (What does not finish here, the reconciler finishes.)
+    /// first attempt, a few at a time. (What does not finish here, the reconciler finishes.)
     pub async fn follow_up(&self, follow_up: FollowUp) {
+        if matches!(follow_up, FollowUp::None) {
+            return;
+        }
+        // Never closed, so acquiring only waits (see `Checkout::follow_ups`).
+        let _turn = self.follow_ups.acquire().await.ok();
         match follow_up {
             FollowUp::None => {}
             FollowUp::ConfirmPayment { order_id } => {

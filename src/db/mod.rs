@@ -240,6 +240,12 @@ impl Default for PoolOptions {
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    /// One permit per pooled connection, taken by [`Db::run`] before it hands work to the
+    /// blocking pool. Callers beyond the pool's size wait here as suspended tasks, in arrival
+    /// order, instead of as blocked threads in r2d2's queue: under a burst of webhooks the
+    /// runtime would otherwise start a blocking thread per waiting request (up to 512 per
+    /// worker), each with its stack and malloc arena (docs/BENCHMARKS.md: RSS).
+    gate: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for Db {
@@ -274,6 +280,7 @@ impl Db {
         Ok(Self {
             pool,
             backend: url.backend(),
+            gate: std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_size as usize)),
         })
     }
 
@@ -309,8 +316,11 @@ impl Db {
         F: FnOnce(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
         T: Send + 'static,
     {
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = self.gate.clone().acquire_owned().await.ok();
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut conn = pool.get()?;
             f(&mut conn)
         })

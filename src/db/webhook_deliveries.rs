@@ -22,6 +22,19 @@ struct NewRow<'a> {
     pg_cno: Option<&'a str>,
     shop_order_no: Option<&'a str>,
     applied: bool,
+    outcome: Option<&'a str>,
+    ack_res_cd: Option<&'a str>,
+    ack_body: Option<&'a str>,
+    acked_at: Option<NaiveDateTime>,
+}
+
+/// How a delivery was answered, when that is known before it is stored (a refusal, a
+/// duplicate): stored with the delivery in one insert instead of an insert and an update.
+#[derive(Debug, Clone, Copy)]
+pub struct Answered<'a> {
+    pub outcome: &'a str,
+    pub ack_res_cd: &'a str,
+    pub ack_body: &'a str,
 }
 
 /// A delivery as received.
@@ -61,17 +74,39 @@ pub struct Delivery {
 }
 
 pub fn insert(conn: &mut AnyConnection, new: &NewDelivery<'_>) -> Result<i64, DbError> {
+    insert_row(conn, new, None)
+}
+
+/// Stores a delivery already answered (see [`Answered`]).
+pub fn insert_answered(
+    conn: &mut AnyConnection,
+    new: &NewDelivery<'_>,
+    answered: Answered<'_>,
+) -> Result<i64, DbError> {
+    insert_row(conn, new, Some(answered))
+}
+
+fn insert_row(
+    conn: &mut AnyConnection,
+    new: &NewDelivery<'_>,
+    answered: Option<Answered<'_>>,
+) -> Result<i64, DbError> {
+    let at = now();
     let row = NewRow {
         kind: new.kind,
         route: new.route,
         source_ip: new.source_ip,
         headers: new.headers,
         body: new.body,
-        received_at: now(),
+        received_at: at,
         dedupe_key: new.dedupe_key,
         pg_cno: new.pg_cno,
         shop_order_no: new.shop_order_no,
         applied: false,
+        outcome: answered.map(|a| a.outcome),
+        ack_res_cd: answered.map(|a| a.ack_res_cd),
+        ack_body: answered.map(|a| a.ack_body),
+        acked_at: answered.map(|_| at),
     };
     Ok(
         on_backend!(conn, c => diesel::insert_into(webhook_deliveries::table)
