@@ -4,16 +4,22 @@
 #   bash benches/load.sh bench sqlite       # one backend
 #   bash benches/load.sh reliability        # issue 10: 10,000 deliveries for 2,000 orders, SQLite
 #   LOAD_SECONDS=20 LOAD_ORDERS=10000 bash benches/load.sh
+#   bash benches/load.sh profile sqlite     # instructions per request under callgrind (valgrind)
+#   LOAD_PERF=orders bash benches/load.sh bench sqlite   # perf record of one phase
 # Installs wrk from Debian if missing, builds the release binaries (the app and its ceilings,
 # src/bin/kicc-ceiling.rs), then runs benches/load/harness.py. PostgreSQL: TEST_POSTGRES_URL
 # (default postgres://postgres@127.0.0.1:5432/postgres; needs CREATEDB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v wrk >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+MODE=${1:-bench}
+need=()
+command -v wrk >/dev/null || need+=(wrk)
+if [ "$MODE" = profile ]; then command -v valgrind >/dev/null || need+=(valgrind); fi
+if [ -n "${LOAD_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release -q --bin kicc-checkout --bin kicc-ceiling
-MODE=${1:-bench}
 BACKEND=${2:-}
 if [ -z "$BACKEND" ]; then
     if [ "$MODE" = bench ]; then BACKEND=both; else BACKEND=sqlite; fi

@@ -109,6 +109,11 @@ def measured(proc, fn, phase=None):
         perf.wait()
         log(f"   perf data: {out}")
     cpu1, rss = proc.stat()
+    with open(f"/proc/{proc.p.pid}/status") as f:
+        status = dict(l.split(":", 1) for l in f if ":" in l)
+    result["memory"] = {k: status[k].strip() for k in ("VmRSS", "RssAnon", "RssFile", "Threads") if k in status}
+    if phase:
+        log(f"   {phase}: {result['memory']}")
     result["cpu_cores"] = (cpu1 - cpu0) / (time.monotonic() - t0)
     result["rss_mb"] = rss
     return result
@@ -400,6 +405,9 @@ def table(all_results):
 # ---- instruction profile (callgrind) ----------------------------------------------------
 
 PROFILE_N = int(os.environ.get("PROFILE_REQUESTS", "200"))
+# The body benches/load/insert.lua sends to the insert ceiling.
+CEILING_BODY = ('{"resCd":"0000","resMsg":"Success","pgCno":"26112115301200000001",'
+                '"amountInfo":{"currency":"KRW","amount":25000}}')
 
 
 def profile(backend, tmp):
@@ -409,7 +417,8 @@ def profile(backend, tmp):
     out_dir = os.path.abspath("target/callgrind")
     os.makedirs(out_dir, exist_ok=True)
     for f in os.listdir(out_dir):
-        os.remove(os.path.join(out_dir, f))
+        if f.startswith(f"{backend}.") or f.startswith(f"{backend}-ceiling."):
+            os.remove(os.path.join(out_dir, f))
     db = Database(backend, tmp)
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/{backend}",
             "--dump-instr=no", "--collect-systime=no"]
@@ -418,12 +427,12 @@ def profile(backend, tmp):
     log(f"== {backend}: app under callgrind (pid {pid}); warming up")
     h = Http(app.base)
 
-    def phase(name, fn, n):
+    def phase(name, fn, n, pid=pid, dumps=backend):
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
         fn()
         subprocess.run(["callgrind_control", "-d", name, str(pid)], check=True, capture_output=True)
         log(f"   {name}: {n} requests")
-        return name, n
+        return name, n, dumps
 
     def gets(n):
         for _ in range(n):
@@ -463,10 +472,30 @@ def profile(backend, tmp):
     app.stop()
     sandbox.stop()
     db.drop()
+
+    # The ceilings, the same way: hello-world and one insert per request.
+    cdb = Database(backend, tmp)
+    ceiling = Proc(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/{backend}-ceiling",
+                    "--dump-instr=no", CEILING, "--bind", "127.0.0.1:0", "--database-url", cdb.url],
+                   {}, "ceiling")
+    ch = Http(ceiling.base)
+
+    def ceiling_calls(method, path, n):
+        for _ in range(n):
+            status, _ = ch.call(method, path, CEILING_BODY if method == "POST" else None)
+            assert status < 300, (path, status)
+
+    ceiling_calls("GET", "/hello", 20)
+    ceiling_calls("POST", "/insert", 20)
+    phases += [phase(f"ceiling_{what}", lambda w=what, m=method: ceiling_calls(m, f"/{w}", PROFILE_N), PROFILE_N,
+                     pid=ceiling.p.pid, dumps=f"{backend}-ceiling")
+               for what, method in (("hello", "GET"), ("insert", "POST"))]
+    ceiling.stop()
+    cdb.drop()
     rows = []
-    for name, n in phases:
+    for name, n, dumps in phases:
         dump = next(os.path.join(out_dir, f) for f in sorted(os.listdir(out_dir))
-                    if f.startswith(f"{backend}.") and f"Trigger: dump {name}\n" in open(os.path.join(out_dir, f), errors="replace").read(4000))
+                    if f.startswith(f"{dumps}.") and f"Trigger: dump {name}\n" in open(os.path.join(out_dir, f), errors="replace").read(4000))
         text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
                               capture_output=True, text=True, check=True).stdout
         total = int(re.search(r"^([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text, re.M).group(1).replace(",", ""))

@@ -388,6 +388,13 @@ impl Checkout {
         }
         // Never closed, so acquiring only waits (see `Checkout::follow_ups`).
         let _turn = self.follow_ups.acquire().await.ok();
+        // Boxed: a waiting follow-up is then this small future and the enum, not the whole
+        // state of a status check with its HTTP request (kilobytes), for each of the thousands
+        // a burst queues (docs/BENCHMARKS.md: RSS).
+        Box::pin(self.run_follow_up(follow_up)).await;
+    }
+
+    async fn run_follow_up(&self, follow_up: FollowUp) {
         match follow_up {
             FollowUp::None => {}
             FollowUp::ConfirmPayment { order_id } => {
