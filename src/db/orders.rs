@@ -229,13 +229,13 @@ pub fn find_by_shop_order_no(
     conn: &mut AnyConnection,
     shop_order_no: &ShopOrderNo,
 ) -> Result<Option<Order>, DbError> {
-    orders::table
+    on_backend!(conn, c => orders::table
         .filter(orders::shop_order_no.eq(shop_order_no.as_str()))
         .select(OrderRow::as_select())
-        .get_result(conn)
-        .optional()?
-        .map(Order::try_from)
-        .transpose()
+        .get_result(c)
+        .optional())?
+    .map(Order::try_from)
+    .transpose()
 }
 
 pub fn find_by_idempotency_key(
