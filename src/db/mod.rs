@@ -173,10 +173,10 @@ pub struct Manager {
 
 /// SQLite settings for every pooled connection: wait for the write lock instead of failing at
 /// once, WAL's safe-and-fast sync level, and enforced foreign keys.
-const SQLITE_CONNECTION_PRAGMAS: &str =
-    "PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+const SQLITE_CONNECTION_PRAGMAS: &str = "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
-/// The `busy_timeout` above.
+/// How long a SQLite writer waits for the write lock: SQLite's `busy_timeout` for other
+/// processes, and the writer lane's wait in this one (`write_transaction`).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 impl Manager {
@@ -188,7 +188,10 @@ impl Manager {
                     .ok_or_else(|| DbError::Connect("the SQLite path is not valid UTF-8".into()))?;
                 let mut conn = SqliteConnection::establish(path)
                     .map_err(|e| DbError::Connect(format!("{path}: {}", one_line(e))))?;
-                conn.batch_execute(SQLITE_CONNECTION_PRAGMAS)?;
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; {SQLITE_CONNECTION_PRAGMAS}",
+                    SQLITE_BUSY_TIMEOUT.as_millis()
+                ))?;
                 Ok(AnyConnection::Sqlite(conn))
             }
             DatabaseUrl::Postgres(url) => PgConnection::establish(url)
