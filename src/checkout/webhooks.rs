@@ -461,18 +461,14 @@ impl Checkout {
     }
 }
 
-/// Applies a notification inside the caller's transaction. A duplicate surfaces as
-/// `Failure::Duplicate` (the unique index, or the check before it).
+/// Applies a notification inside the caller's transaction, which has already found no applied
+/// delivery of its key (`receive_notification`). One applied by a concurrent transaction since
+/// surfaces as `Failure::Duplicate`, through the unique index on applied keys.
 fn apply(
     conn: &mut AnyConnection,
     id: i64,
     notification: &Notification,
 ) -> Result<Processed, Failure> {
-    let kind = notification.kind();
-    let key = notification.dedupe_key();
-    if webhook_deliveries::already_applied(conn, kind, key)? {
-        return Err(Failure::Duplicate);
-    }
     match notification {
         Notification::Payment(p) => apply_payment(conn, id, p),
         Notification::Cancel(c) => apply_cancel(conn, id, c),
