@@ -304,18 +304,7 @@ impl Reconciler {
                 }
             }
             "kiccpay_net_cancel" => {
-                let request = json(call.as_ref().map(|c| c.request_body.as_str()));
-                CancelPlan::KiccPayNetCancel {
-                    authorization_id: order
-                        .authorization_id
-                        .as_deref()
-                        .and_then(|stored| self.checkout.kicc.unseal_at_rest(stored))
-                        .unwrap_or_default(),
-                    transmission: KiccPayTransmission {
-                        tran_dt: request["tranDt"].as_str().unwrap_or_default().to_owned(),
-                        tran_tm: request["tranTm"].as_str().unwrap_or_default().to_owned(),
-                    },
-                }
+                self.net_cancel_plan(order, &json(call.as_ref().map(|c| c.request_body.as_str())))
             }
             _ => CancelPlan::WechatRevise {
                 pg_cno: call
@@ -329,6 +318,28 @@ impl Reconciler {
     }
 
     /// An approval call that never got an answer, or an unknown one (work 2).
+    /// Spec 03's net-cancel of a KICC Pay approval: the order's authorizationId (opened from
+    /// its sealed form) and the approval request's own `tranDt`/`tranTm`.
+    fn net_cancel_plan(&self, order: &Order, approval_request: &Value) -> CancelPlan {
+        CancelPlan::KiccPayNetCancel {
+            authorization_id: order
+                .authorization_id
+                .as_deref()
+                .and_then(|stored| self.checkout.kicc.unseal_at_rest(stored))
+                .unwrap_or_default(),
+            transmission: KiccPayTransmission {
+                tran_dt: approval_request["tranDt"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                tran_tm: approval_request["tranTm"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
+        }
+    }
+
     async fn resolve_approval(&self, call_id: i64) -> Result<bool, DbError> {
         let call = self.call(call_id).await?;
         let Some(order_id) = call.order_id else {
@@ -349,17 +360,7 @@ impl Reconciler {
         if order.pay_method == PayMethod::Kiccpay {
             // Spec 03: no answer → net-cancel with the same data.
             let request: Value = serde_json::from_str(&call.request_body).unwrap_or(Value::Null);
-            let plan = CancelPlan::KiccPayNetCancel {
-                authorization_id: order
-                    .authorization_id
-                    .as_deref()
-                    .and_then(|stored| self.checkout.kicc.unseal_at_rest(stored))
-                    .unwrap_or_default(),
-                transmission: KiccPayTransmission {
-                    tran_dt: request["tranDt"].as_str().unwrap_or_default().to_owned(),
-                    tran_tm: request["tranTm"].as_str().unwrap_or_default().to_owned(),
-                },
-            };
+            let plan = self.net_cancel_plan(&order, &request);
             let reason = format!("{reason_prefix}: net-cancel with the same data (spec 03)");
             self.checkout
                 .compensate(&order, order.status, plan, reason, Some(call_id))
