@@ -183,7 +183,7 @@ ORDER = json.dumps({
                  "address": "Seoul"}})
 
 
-def create_orders(app_base, n):
+def create_orders(app_base, n, threads=4):
     """n orders through POST /api/orders: [(shopOrderNo, pgCno, amount, currency)]."""
     out, lock = [], threading.Lock()
 
@@ -197,9 +197,10 @@ def create_orders(app_base, n):
             with lock:
                 out.append((o["shopOrderNo"], o["pgCno"], o["amount"], o["currency"]))
 
-    threads = [threading.Thread(target=work, args=(n // 4 + (1 if i < n % 4 else 0),)) for i in range(4)]
-    [t.start() for t in threads]
-    [t.join() for t in threads]
+    workers = [threading.Thread(target=work, args=(n // threads + (1 if i < n % threads else 0),))
+               for i in range(threads)]
+    [t.start() for t in workers]
+    [t.join() for t in workers]
     return out
 
 
@@ -439,14 +440,6 @@ def profile(backend, tmp):
             status, _ = h.call("GET", "/")
             assert status == 200, status
 
-    def orders_one_by_one(n, into):
-        for _ in range(n):
-            status, body = h.call("POST", "/api/orders", ORDER)
-            if status != 201:
-                raise SystemExit(f"POST /api/orders answered {status}: {body[:200]}")
-            o = json.loads(body)
-            into.append((o["shopOrderNo"], o["pgCno"], o["amount"], o["currency"]))
-
     def deliver(orders, wait_paid):
         for o in orders:
             status, body = h.call("POST", "/webhooks/kicc/payment", notification(*o),
@@ -456,15 +449,14 @@ def profile(backend, tmp):
             assert until_paid(db, [o[0] for o in orders]) == len(orders)
 
     gets(20)
-    warm = []
-    orders_one_by_one(20, warm)
+    warm = create_orders(app.base, 20, threads=1)
     approve_at_kicc(sandbox.base, warm)
     deliver(warm, True)
     deliver(warm, False)
     orders = []
     phases = [
         phase("catalog", lambda: gets(PROFILE_N), PROFILE_N),
-        phase("checkout", lambda: orders_one_by_one(PROFILE_N, orders), PROFILE_N),
+        phase("checkout", lambda: orders.extend(create_orders(app.base, PROFILE_N, threads=1)), PROFILE_N),
     ]
     approve_at_kicc(sandbox.base, orders)
     phases.append(phase("webhooks_distinct", lambda: deliver(orders, True), PROFILE_N))
