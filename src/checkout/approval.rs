@@ -8,7 +8,7 @@ use super::place::CheckoutError;
 use crate::db::orders::{self, OrderPatch};
 use crate::db::{DbError, now};
 use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
-use crate::kicc::{Approval, KiccPayApproval, Outcome, TradeStatus};
+use crate::kicc::{Approval, Completion, KiccPayApproval, Outcome, TradeStatus};
 
 /// What the payment window sent back (spec 06: `resCd, resMsg, shopOrderNo, authorizationId`).
 #[derive(Debug, Clone, Default)]
@@ -389,6 +389,7 @@ impl Checkout {
             approval_date: status.approval_date,
             transaction_date: None,
             call_id: call.call_id,
+            completion: None,
         };
         Ok(self
             .settle_checked(&order, found, "returnUrl without an authorizationId")
@@ -419,6 +420,9 @@ impl Checkout {
                 pg_cno: found.pg_cno,
                 amount: found.amount,
             };
+            if let Some(completion) = found.completion {
+                self.write_completion(completion).await;
+            }
             return self
                 .compensate(order, order.status, plan, reason, found.call_id)
                 .await;
@@ -435,7 +439,8 @@ impl Checkout {
             paid_at: Some(now()),
             ..Default::default()
         };
-        self.transition(
+        self.transition_after(
+            found.completion,
             order,
             order.status,
             OrderEvent::PaymentConfirmed,
@@ -455,6 +460,9 @@ pub(crate) struct CheckedApproval {
     pub transaction_date: Option<String>,
     /// The status check's own call.
     pub call_id: Option<i64>,
+    /// Its ending, when the caller left it to be written here: in the same write transaction
+    /// as the `paid` transition it leads to.
+    pub completion: Option<Completion>,
 }
 
 #[cfg(test)]

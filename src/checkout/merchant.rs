@@ -262,6 +262,7 @@ impl Checkout {
                 approval_date: status.approval_date,
                 transaction_date: None,
                 call_id: call.call_id,
+                completion: None,
             };
             self.settle_checked(&order, found, "merchant re-check")
                 .await?;

@@ -5,12 +5,12 @@ use sha2::{Digest, Sha256};
 
 use super::Checkout;
 use crate::db::orders::{self, NewOrder, OrderPatch, Transition, TransitionOutcome};
-use crate::db::{DbError, now, products};
+use crate::db::{DbError, now, products, write_transaction};
 use crate::domain::{
     Currency, Customer, GoodsName, Order, OrderEvent, OrderLine, OrderStatus, PayMethod, Product,
     ShopOrderNo, TradeType, ValidationError,
 };
-use crate::kicc::Outcome;
+use crate::kicc::{ClientError, Completion, Outcome, RecordedCall, Registered};
 
 /// Desktop (QR, `native`) or phone (redirect, `mweb`): spec 01's trade types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,26 +131,27 @@ impl Checkout {
                 return Ok(self.placed(order));
             }
         }
-        let order = match self.save(&request).await? {
-            Saved::New(order) => order,
-            Saved::Existing(order) => return Ok(self.placed(order)),
-        };
-        match request.pay_method {
-            PayMethod::Wechat => {
-                self.register_wechat(order, request.device.trade_type())
+        match self.save(&request).await? {
+            Saved::New(order, Some(call)) => {
+                self.register_wechat(order, call, request.device.trade_type())
                     .await
             }
-            PayMethod::Kiccpay => self.open_kiccpay(order).await,
+            Saved::New(order, None) => self.open_kiccpay(order).await,
+            Saved::Existing(order) => Ok(self.placed(order)),
         }
     }
 
-    /// Prices the lines from the catalog and inserts the order (status `created`): one trip to
-    /// the database for both (a pooled connection and a blocking-pool hop per order saved).
+    /// Prices the lines from the catalog, inserts the order (status `created`) and, for WeChat
+    /// Pay, records its create-transaction call: one trip to the database (a pooled connection
+    /// and a blocking-pool hop) and one write transaction for the order and its call's row,
+    /// which is committed before the call is sent (DESIGN §4).
     async fn save(&self, request: &OrderRequest) -> Result<Saved, CheckoutError> {
         let expires_at = now()
             + chrono::TimeDelta::from_std(self.order_expiry)
                 .unwrap_or_else(|_| chrono::TimeDelta::minutes(10));
         let request = request.clone();
+        let kicc = self.kicc.clone();
+        let (return_url, notify_url) = (self.return_url(), self.payment_notify_url());
         self.db
             .run(move |conn| {
                 let catalog = products::list_active(conn)?;
@@ -159,15 +160,33 @@ impl Checkout {
                     Err(e) => return Ok(Err(e)),
                 };
                 // A fresh number per try: two orders in the same minute may, rarely, draw the
-                // same one.
+                // same one. A failed try rolls back whole (PostgreSQL aborts the transaction).
                 for _ in 0..3 {
                     let new = NewOrder {
                         shop_order_no: ShopOrderNo::generate(chrono::Utc::now()),
                         ..new.clone()
                     };
-                    match orders::insert(conn, &new, "checkout") {
-                        Ok(order) => return Ok(Ok(Saved::New(order))),
-                        Err(e) if e.is_unique_violation() => {
+                    let saved = write_transaction(conn, |conn| {
+                        let order = orders::insert_in_tx(conn, &new, "checkout")?;
+                        let call = match (request.pay_method, new.trade_type) {
+                            (PayMethod::Wechat, Some(trade_type)) => Some(
+                                kicc.wechat_create_request(
+                                    &order,
+                                    trade_type,
+                                    &return_url,
+                                    &notify_url,
+                                )
+                                .map_err(|e| Saving::Invalid(ClientError::Invalid(e).into()))?
+                                .record(conn)?,
+                            ),
+                            _ => None,
+                        };
+                        Ok::<_, Saving>((order, call))
+                    });
+                    match saved {
+                        Ok((order, call)) => return Ok(Ok(Saved::New(order, call))),
+                        Err(Saving::Invalid(e)) => return Ok(Err(e)),
+                        Err(Saving::Db(e)) if e.is_unique_violation() => {
                             // The same form submitted twice at once: the other submit won.
                             if let Some(key) = &request.idempotency_key
                                 && let Some(order) = orders::find_by_idempotency_key(conn, key)?
@@ -175,7 +194,7 @@ impl Checkout {
                                 return Ok(Ok(Saved::Existing(order)));
                             }
                         }
-                        Err(e) => return Err(e),
+                        Err(Saving::Db(e)) => return Err(e),
                     }
                 }
                 Ok(Err(CheckoutError::Db(DbError::Corrupt(
@@ -185,21 +204,16 @@ impl Checkout {
             .await?
     }
 
-    /// Spec 01: register the WeChat Pay payment; store pgCno and the payment page.
+    /// Spec 01: register the WeChat Pay payment (its call recorded by `save`); store pgCno and
+    /// the payment page. The call's ending and the order's transition are one write
+    /// transaction.
     async fn register_wechat(
         &self,
         order: Order,
+        call: RecordedCall<Registered>,
         trade_type: TradeType,
     ) -> Result<Placed, CheckoutError> {
-        let call = self
-            .kicc
-            .create_wechat_trade(
-                &order,
-                trade_type,
-                &self.return_url(),
-                &self.payment_notify_url(),
-            )
-            .await?;
+        let (call, completion) = self.kicc.send_recorded(call).await;
         let (event, cause, patch) = match &call.outcome {
             Outcome::Accepted(registered) => (
                 OrderEvent::PaymentRegistered,
@@ -232,7 +246,14 @@ impl Checkout {
             ),
         };
         let updated = self
-            .transition(&order, OrderStatus::Created, event, cause, patch)
+            .transition_after(
+                Some(completion),
+                &order,
+                OrderStatus::Created,
+                event,
+                cause,
+                patch,
+            )
             .await?;
         match call.outcome {
             Outcome::Accepted(registered) => Ok(Placed {
@@ -314,17 +335,50 @@ impl Checkout {
         cause: String,
         patch: OrderPatch,
     ) -> Result<Order, DbError> {
+        self.transition_after(None, order, expected, event, cause, patch)
+            .await
+    }
+
+    /// [`Self::transition`], caused by a gateway call whose ending (`completion`) is written in
+    /// the same write transaction.
+    pub(super) async fn transition_after(
+        &self,
+        completion: Option<Completion>,
+        order: &Order,
+        expected: OrderStatus,
+        event: OrderEvent,
+        cause: String,
+        patch: OrderPatch,
+    ) -> Result<Order, DbError> {
         let id = order.id;
         self.db
             .run(move |conn| {
                 let t = Transition::new(id, expected, event, cause).with_patch(patch);
-                match orders::transition(conn, &t)? {
-                    TransitionOutcome::Applied { .. } | TransitionOutcome::Lost { .. } => {}
-                    TransitionOutcome::NotAllowed(e) => log::warn!("order {id}: {e}"),
+                let outcome = write_transaction(conn, |conn| {
+                    if let Some(completion) = &completion {
+                        completion.write(conn)?;
+                    }
+                    orders::transition_in_tx(conn, &t)
+                })?;
+                if let TransitionOutcome::NotAllowed(e) = outcome {
+                    log::warn!("order {id}: {e}");
                 }
                 orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
             })
             .await
+    }
+
+    /// Writes a gateway call's ending on its own (when nothing else is written with it). A
+    /// failure is logged: the row stays "sent, no answer", which the reconciler treats as an
+    /// unanswered call.
+    pub(super) async fn write_completion(&self, completion: Completion) {
+        let written = self
+            .db
+            .run(move |conn| write_transaction(conn, |conn| completion.write(conn)))
+            .await;
+        if let Err(e) = written {
+            log::error!("a gateway call's reply could not be recorded: {e}");
+        }
     }
 }
 
@@ -375,8 +429,28 @@ fn priced_order(
 }
 
 enum Saved {
-    New(Order),
+    /// A new order, with its create call recorded (WeChat Pay) or none (KICC Pay's window).
+    New(Order, Option<RecordedCall<Registered>>),
     Existing(Order),
+}
+
+/// Why saving an order's write transaction ended early.
+enum Saving {
+    /// The create call breaks KICC's limits (our bug): nothing saved, nothing sent.
+    Invalid(CheckoutError),
+    Db(DbError),
+}
+
+impl From<DbError> for Saving {
+    fn from(e: DbError) -> Self {
+        Saving::Db(e)
+    }
+}
+
+impl From<diesel::result::Error> for Saving {
+    fn from(e: diesel::result::Error) -> Self {
+        Saving::Db(e.into())
+    }
 }
 
 fn detail_suffix(detail: Option<&str>) -> String {

@@ -389,6 +389,7 @@ impl Reconciler {
                     approval_date: None,
                     transaction_date: found.transaction_date,
                     call_id: check.call_id,
+                    completion: None,
                 };
                 self.checkout
                     .settle_checked(&order, checked, &reason_prefix)
@@ -462,6 +463,7 @@ impl Reconciler {
                     approval_date: status.approval_date,
                     transaction_date: None,
                     call_id: call.call_id,
+                    completion: None,
                 };
                 self.checkout
                     .settle_checked(&order, checked, "reconciler: past its expiry")

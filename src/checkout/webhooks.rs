@@ -426,35 +426,48 @@ impl Checkout {
     /// Spec 04: confirm a notified approval with `/api/trades/wechatpay/find` and mark the
     /// order paid (amounts compared again; a difference is cancelled).
     pub async fn confirm_notified_payment(&self, order_id: i64) -> Result<Order, DbError> {
-        let order = self
+        // One trip to the database: the order read and, when it still waits, its status check
+        // recorded (committed before it is sent, DESIGN §4).
+        let kicc = self.kicc.clone();
+        let (order, call) = self
             .db
-            .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
+            .run(move |conn| {
+                let order = orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound)?;
+                let waiting = matches!(
+                    order.status,
+                    OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
+                );
+                let (true, Some(pg_cno)) = (waiting, order.pg_cno.as_deref()) else {
+                    return Ok((order, None));
+                };
+                let prepared = kicc
+                    .wechat_find_request(Some(order.id), pg_cno)
+                    .map_err(|e| DbError::Corrupt(e.to_string()))?;
+                let call = write_transaction(conn, |conn| prepared.record(conn))?;
+                Ok((order, Some(call)))
+            })
             .await?;
-        let waiting = matches!(
-            order.status,
-            OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
-        );
-        let (true, Some(pg_cno)) = (waiting, order.pg_cno.clone()) else {
+        let Some(call) = call else {
             return Ok(order);
         };
-        let call = self
-            .kicc
-            .wechat_find(Some(order.id), &pg_cno)
-            .await
-            .map_err(|e| DbError::Corrupt(e.to_string()))?;
-        let Outcome::Accepted(status) = call.outcome else {
-            return Ok(order);
+        let (call, completion) = self.kicc.send_recorded(call).await;
+        let status = match call.outcome {
+            Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
+            _ => {
+                self.write_completion(completion).await;
+                return Ok(order);
+            }
         };
-        if status.status != TradeStatus::Approved {
-            return Ok(order);
-        }
         let found = CheckedApproval {
-            pg_cno,
+            // The order's own pgCno (the one checked), as KICC's reply may leave it out.
+            pg_cno: order.pg_cno.clone().unwrap_or(status.pg_cno),
             amount: status.amount.unwrap_or_default(),
             currency: status.currency,
             approval_date: status.approval_date,
             transaction_date: None,
             call_id: call.call_id,
+            // Written with the `paid` transition, in one commit.
+            completion: Some(completion),
         };
         self.settle_checked(&order, found, "approval notification confirmed (spec 04)")
             .await

@@ -22,7 +22,7 @@ pub mod status {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = compensations)]
+#[diesel(table_name = compensations, treat_none_as_default_value = false)]
 struct NewRow<'a> {
     order_id: i64,
     origin: &'a str,

@@ -4,11 +4,12 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::fixed::CallCompletionUpdate;
 use super::schema::gateway_calls;
 use super::{AnyConnection, DbError, now, on_backend, write_transaction};
 
 #[derive(Insertable)]
-#[diesel(table_name = gateway_calls)]
+#[diesel(table_name = gateway_calls, treat_none_as_default_value = false)]
 struct NewCallRow<'a> {
     order_id: Option<i64>,
     api: &'a str,
@@ -68,6 +69,15 @@ pub struct GatewayCall {
 /// Records a call before it is sent; returns its id. (In a write transaction, like every write:
 /// on SQLite that queues it in the process's writer lane, see `write_transaction`.)
 pub fn insert_started(conn: &mut AnyConnection, call: &NewGatewayCall<'_>) -> Result<i64, DbError> {
+    write_transaction(conn, |conn| insert_started_in_tx(conn, call))
+}
+
+/// [`insert_started`] inside the caller's write transaction (the call's row in the same commit
+/// as what it is about).
+pub fn insert_started_in_tx(
+    conn: &mut AnyConnection,
+    call: &NewGatewayCall<'_>,
+) -> Result<i64, DbError> {
     let row = NewCallRow {
         order_id: call.order_id,
         api: call.api,
@@ -76,14 +86,12 @@ pub fn insert_started(conn: &mut AnyConnection, call: &NewGatewayCall<'_>) -> Re
         request_body: call.request_body,
         requested_at: now(),
     };
-    write_transaction(conn, |conn| {
-        Ok(
-            on_backend!(conn, c => diesel::insert_into(gateway_calls::table)
-            .values(&row)
-            .returning(gateway_calls::id)
-            .get_result(c))?,
-        )
-    })
+    Ok(
+        on_backend!(conn, c => diesel::insert_into(gateway_calls::table)
+        .values(&row)
+        .returning(gateway_calls::id)
+        .get_result(c))?,
+    )
 }
 
 /// Records how a call ended.
@@ -92,20 +100,21 @@ pub fn complete(
     id: i64,
     done: &CallCompletion<'_>,
 ) -> Result<(), DbError> {
-    let updated = write_transaction(conn, |conn| {
-        on_backend!(conn, c => diesel::update(gateway_calls::table.filter(gateway_calls::id.eq(id)))
-            .set((
-                gateway_calls::response_body.eq(done.response_body),
-                gateway_calls::http_status.eq(done.http_status),
-                gateway_calls::outcome.eq(done.outcome),
-                gateway_calls::res_cd.eq(done.res_cd),
-                gateway_calls::res_msg.eq(done.res_msg),
-                gateway_calls::pg_cno.eq(done.pg_cno),
-                gateway_calls::latency_ms.eq(done.latency_ms),
-                gateway_calls::completed_at.eq(now()),
-            ))
-            .execute(c))
-    })?;
+    write_transaction(conn, |conn| complete_in_tx(conn, id, done))
+}
+
+/// [`complete`] inside the caller's write transaction (with what the ending changes).
+pub fn complete_in_tx(
+    conn: &mut AnyConnection,
+    id: i64,
+    done: &CallCompletion<'_>,
+) -> Result<(), DbError> {
+    let update = CallCompletionUpdate {
+        id,
+        done,
+        at: now(),
+    };
+    let updated = on_backend!(conn, c => update.execute(c))?;
     if updated == 0 {
         return Err(DbError::NotFound);
     }

@@ -9,11 +9,17 @@
 //! the bundled SQLite is built with STAT4, under which rebinding a parameter the planner looked
 //! at (the limit) expires the statement. Every `first` was therefore parsed and planned again
 //! on each call: 7% of the app's CPU in the checkout load (docs/BENCHMARKS.md).
+//!
+//! Every `Insertable` row is derived with `treat_none_as_default_value = false` (a `None` is
+//! written as NULL; none of those columns has another default). Otherwise diesel treats each
+//! field as "maybe DEFAULT", the insert has no fixed SQL, and its text is rendered and hashed
+//! on every call to find the cached statement. The hot `UPDATE`s are fixed SQL (`fixed`).
 
 pub mod admin;
 pub mod app_keys;
 pub mod claims;
 pub mod compensations;
+mod fixed;
 pub mod gateway_calls;
 pub mod orders;
 pub mod products;

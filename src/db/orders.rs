@@ -8,6 +8,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::fixed::TransitionUpdate;
 use super::schema::{order_events, order_items, orders};
 use super::{AnyConnection, DbError, now, on_backend, write_transaction};
 use crate::domain::{
@@ -88,7 +89,7 @@ impl TryFrom<OrderRow> for Order {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = orders)]
+#[diesel(table_name = orders, treat_none_as_default_value = false)]
 struct NewOrderRow<'a> {
     shop_order_no: &'a str,
     status: &'a str,
@@ -110,7 +111,7 @@ struct NewOrderRow<'a> {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = order_items)]
+#[diesel(table_name = order_items, treat_none_as_default_value = false)]
 struct NewOrderItemRow<'a> {
     order_id: i64,
     sku: &'a str,
@@ -121,7 +122,7 @@ struct NewOrderItemRow<'a> {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = order_events)]
+#[diesel(table_name = order_events, treat_none_as_default_value = false)]
 struct NewOrderEventRow<'a> {
     order_id: i64,
     event: &'a str,
@@ -164,55 +165,63 @@ impl NewOrder {
 
 /// Saves a new order in status `created` with its lines and the first timeline row.
 pub fn insert(conn: &mut AnyConnection, new: &NewOrder, cause: &str) -> Result<Order, DbError> {
+    write_transaction(conn, |conn| insert_in_tx(conn, new, cause))
+}
+
+/// [`insert`] inside the caller's write transaction (the order and its first gateway call in
+/// one commit). On PostgreSQL a failed insert aborts that transaction: the caller rolls back.
+pub fn insert_in_tx(
+    conn: &mut AnyConnection,
+    new: &NewOrder,
+    cause: &str,
+) -> Result<Order, DbError> {
     let amount = new.amount()?;
-    write_transaction(conn, |conn| {
-        let at = now();
-        let row = NewOrderRow {
-            shop_order_no: new.shop_order_no.as_str(),
-            status: OrderStatus::Created.as_str(),
-            pay_method: new.pay_method.as_str(),
-            currency: amount.currency().code(),
-            amount: amount.minor(),
-            cancelled_amount: 0,
-            goods_name: new.goods_name.as_str(),
-            customer_id: new.customer.id.as_str(),
-            customer_name: new.customer.name.as_str(),
-            customer_mail: new.customer.mail.as_str(),
-            customer_contact_no: new.customer.contact_no.as_str(),
-            customer_addr: new.customer.addr.as_str(),
-            trade_type: new.trade_type.map(TradeType::as_str),
-            idempotency_key: new.idempotency_key.as_deref(),
-            expires_at: new.expires_at,
-            created_at: at,
-            updated_at: at,
-        };
-        let saved: OrderRow = on_backend!(conn, c => diesel::insert_into(orders::table)
-            .values(&row)
-            .returning(OrderRow::as_returning())
-            .get_result(c))?;
-        let id = saved.id;
-        for line in &new.lines {
-            let item = NewOrderItemRow {
-                order_id: id,
-                sku: &line.sku,
-                name: &line.name,
-                unit_price: line.unit_price.minor(),
-                quantity: line.quantity,
-                line_total: line.line_total.minor(),
-            };
-            on_backend!(conn, c => diesel::insert_into(order_items::table).values(&item).execute(c))?;
-        }
-        let event = NewOrderEventRow {
+    let at = now();
+    let row = NewOrderRow {
+        shop_order_no: new.shop_order_no.as_str(),
+        status: OrderStatus::Created.as_str(),
+        pay_method: new.pay_method.as_str(),
+        currency: amount.currency().code(),
+        amount: amount.minor(),
+        cancelled_amount: 0,
+        goods_name: new.goods_name.as_str(),
+        customer_id: new.customer.id.as_str(),
+        customer_name: new.customer.name.as_str(),
+        customer_mail: new.customer.mail.as_str(),
+        customer_contact_no: new.customer.contact_no.as_str(),
+        customer_addr: new.customer.addr.as_str(),
+        trade_type: new.trade_type.map(TradeType::as_str),
+        idempotency_key: new.idempotency_key.as_deref(),
+        expires_at: new.expires_at,
+        created_at: at,
+        updated_at: at,
+    };
+    let saved: OrderRow = on_backend!(conn, c => diesel::insert_into(orders::table)
+        .values(&row)
+        .returning(OrderRow::as_returning())
+        .get_result(c))?;
+    let id = saved.id;
+    for line in &new.lines {
+        let item = NewOrderItemRow {
             order_id: id,
-            event: "order_created",
-            from_status: None,
-            to_status: Some(OrderStatus::Created.as_str()),
-            cause,
-            created_at: at,
+            sku: &line.sku,
+            name: &line.name,
+            unit_price: line.unit_price.minor(),
+            quantity: line.quantity,
+            line_total: line.line_total.minor(),
         };
-        on_backend!(conn, c => diesel::insert_into(order_events::table).values(&event).execute(c))?;
-        Order::try_from(saved)
-    })
+        on_backend!(conn, c => diesel::insert_into(order_items::table).values(&item).execute(c))?;
+    }
+    let event = NewOrderEventRow {
+        order_id: id,
+        event: "order_created",
+        from_status: None,
+        to_status: Some(OrderStatus::Created.as_str()),
+        cause,
+        created_at: at,
+    };
+    on_backend!(conn, c => diesel::insert_into(order_events::table).values(&event).execute(c))?;
+    Order::try_from(saved)
 }
 
 pub fn find_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<Order>, DbError> {
@@ -426,63 +435,57 @@ impl TransitionOutcome {
 /// Applies one transition as a compare-and-set and records it in the timeline, in one write
 /// transaction. The only code that changes `orders.status` after an order is created.
 pub fn transition(conn: &mut AnyConnection, t: &Transition) -> Result<TransitionOutcome, DbError> {
+    if let Err(e) = t.expected.next(t.event) {
+        return Ok(TransitionOutcome::NotAllowed(e));
+    }
+    write_transaction(conn, |conn| transition_in_tx(conn, t))
+}
+
+/// [`transition`] inside the caller's write transaction (with the gateway call's ending that
+/// caused it, in one commit).
+pub fn transition_in_tx(
+    conn: &mut AnyConnection,
+    t: &Transition,
+) -> Result<TransitionOutcome, DbError> {
     let to = match t.expected.next(t.event) {
         Ok(to) => to,
         Err(e) => return Ok(TransitionOutcome::NotAllowed(e)),
     };
-    write_transaction(conn, |conn| {
-        let at = now();
-        let target = orders::table
-            .filter(orders::id.eq(t.order_id))
-            .filter(orders::status.eq(t.expected.as_str()));
-        let updated = match t.cancelled_amount {
-            Some((expected_cancelled, new_cancelled)) => on_backend!(conn, c => diesel::update(
-                target.filter(orders::cancelled_amount.eq(expected_cancelled))
-            )
-            .set((
-                orders::status.eq(to.as_str()),
-                orders::updated_at.eq(at),
-                orders::cancelled_amount.eq(new_cancelled),
-                &t.patch,
-            ))
+    let at = now();
+    let updated = match t.cancelled_amount {
+        Some(_) => on_backend!(conn, c => TransitionUpdate::<true> { t, to: to.as_str(), at }
             .execute(c))?,
-            None => on_backend!(conn, c => diesel::update(target)
-                .set((
-                    orders::status.eq(to.as_str()),
-                    orders::updated_at.eq(at),
-                    &t.patch,
-                ))
-                .execute(c))?,
-        };
-        if updated == 0 {
-            let current: Option<String> = on_backend!(conn, c => orders::table
-                .filter(orders::id.eq(t.order_id))
-                .select(orders::status)
-                .get_result(c)
-                .optional())?;
-            let current = current.ok_or(DbError::NotFound)?;
-            let current = current
-                .parse()
-                .map_err(|e| DbError::Corrupt(format!("order {}: {e}", t.order_id)))?;
-            return Ok(TransitionOutcome::Lost { current });
-        }
-        let event = NewOrderEventRow {
-            order_id: t.order_id,
-            event: t.event.name(),
-            from_status: Some(t.expected.as_str()),
-            to_status: Some(to.as_str()),
-            cause: &t.cause,
-            created_at: at,
-        };
-        let event_id: i64 = on_backend!(conn, c => diesel::insert_into(order_events::table)
-            .values(&event)
-            .returning(order_events::id)
-            .get_result(c))?;
-        Ok(TransitionOutcome::Applied {
-            from: t.expected,
-            to,
-            event_id,
-        })
+        None => on_backend!(conn, c => TransitionUpdate::<false> { t, to: to.as_str(), at }
+            .execute(c))?,
+    };
+    if updated == 0 {
+        let current: Option<String> = on_backend!(conn, c => orders::table
+            .filter(orders::id.eq(t.order_id))
+            .select(orders::status)
+            .get_result(c)
+            .optional())?;
+        let current = current.ok_or(DbError::NotFound)?;
+        let current = current
+            .parse()
+            .map_err(|e| DbError::Corrupt(format!("order {}: {e}", t.order_id)))?;
+        return Ok(TransitionOutcome::Lost { current });
+    }
+    let event = NewOrderEventRow {
+        order_id: t.order_id,
+        event: t.event.name(),
+        from_status: Some(t.expected.as_str()),
+        to_status: Some(to.as_str()),
+        cause: &t.cause,
+        created_at: at,
+    };
+    let event_id: i64 = on_backend!(conn, c => diesel::insert_into(order_events::table)
+        .values(&event)
+        .returning(order_events::id)
+        .get_result(c))?;
+    Ok(TransitionOutcome::Applied {
+        from: t.expected,
+        to,
+        event_id,
     })
 }
 

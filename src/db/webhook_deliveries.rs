@@ -6,11 +6,12 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use super::fixed::{DeliveryApplied, DeliveryFinish};
 use super::schema::webhook_deliveries;
 use super::{AnyConnection, DbError, now, on_backend};
 
 #[derive(Insertable)]
-#[diesel(table_name = webhook_deliveries)]
+#[diesel(table_name = webhook_deliveries, treat_none_as_default_value = false)]
 struct NewRow<'a> {
     kind: &'a str,
     route: &'a str,
@@ -135,9 +136,7 @@ pub fn already_applied(
 /// Claims the delivery's effect: fails with a unique violation when another delivery of the
 /// same key was applied first (also one committing concurrently).
 pub fn mark_applied(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
-    on_backend!(conn, c => diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
-        .set(webhook_deliveries::applied.eq(true))
-        .execute(c))?;
+    on_backend!(conn, c => DeliveryApplied { id }.execute(c))?;
     Ok(())
 }
 
@@ -150,15 +149,15 @@ pub fn finish(
     ack_res_cd: &str,
     ack_body: &str,
 ) -> Result<(), DbError> {
-    on_backend!(conn, c => diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
-        .set((
-            webhook_deliveries::outcome.eq(outcome),
-            webhook_deliveries::order_id.eq(order_id),
-            webhook_deliveries::ack_res_cd.eq(ack_res_cd),
-            webhook_deliveries::ack_body.eq(ack_body),
-            webhook_deliveries::acked_at.eq(now()),
-        ))
-        .execute(c))?;
+    let update = DeliveryFinish {
+        id,
+        outcome,
+        order_id,
+        ack_res_cd,
+        ack_body,
+        at: now(),
+    };
+    on_backend!(conn, c => update.execute(c))?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use super::{
     RetrievedTransaction, TradeStatus, crypto, redact_body,
 };
 use crate::db::gateway_calls::{self, CallCompletion, DeferredCall, NewGatewayCall};
-use crate::db::{Db, DbError};
+use crate::db::{AnyConnection, Db, DbError, write_transaction};
 use crate::domain::{Order, TradeType};
 
 /// Why a call was not made. (Once a call is sent, every ending is an `Outcome`, not an error.)
@@ -111,6 +111,141 @@ struct Exchange {
     requested_at: chrono::NaiveDateTime,
     started: Instant,
     reply: RawReply,
+}
+
+/// A request as it is recorded and sent: the body, and its redacted copy for the table.
+struct Request {
+    api: Api,
+    order_id: Option<i64>,
+    key: String,
+    date: String,
+    body: Vec<u8>,
+    redacted: String,
+    requested_at: chrono::NaiveDateTime,
+}
+
+impl Request {
+    fn new(api: Api, order_id: Option<i64>, key: String, date: String, body: Vec<u8>) -> Self {
+        Self {
+            api,
+            order_id,
+            redacted: redact_body(&body),
+            requested_at: crate::db::now(),
+            key,
+            date,
+            body,
+        }
+    }
+
+    /// Its `gateway_calls` row, owned (to move into a database task).
+    fn row(&self) -> CallRow {
+        CallRow {
+            order_id: self.order_id,
+            api: self.api.as_str(),
+            key: self.key.clone(),
+            date: self.date.clone(),
+            redacted: self.redacted.clone(),
+        }
+    }
+}
+
+struct CallRow {
+    order_id: Option<i64>,
+    api: &'static str,
+    key: String,
+    date: String,
+    redacted: String,
+}
+
+impl CallRow {
+    fn as_new(&self) -> NewGatewayCall<'_> {
+        NewGatewayCall {
+            order_id: self.order_id,
+            api: self.api,
+            shop_transaction_id: &self.key,
+            request_date: &self.date,
+            request_body: &self.redacted,
+        }
+    }
+}
+
+/// A request built and checked against KICC's limits, not yet recorded or sent. For a caller
+/// that writes the call's row in its own write transaction, beside what the call is about
+/// ([`PreparedCall::record`]: an order and its create call in one commit), then sends it
+/// ([`KiccClient::send_recorded`]) and writes how it ended in its next transaction, beside
+/// what the ending changes ([`Completion::write`]). The rule is the same as for every call:
+/// the row is committed before the request leaves (DESIGN §4).
+pub struct PreparedCall<T> {
+    request: Request,
+    interpret: Interpret<T>,
+}
+
+/// How a prepared call's reply is read (the API's `accept` step, see [`interpret`]).
+type Interpret<T> = Box<dyn FnOnce(&RawReply) -> (Outcome<T>, Summary) + Send>;
+
+impl<T> PreparedCall<T> {
+    fn new<R>(request: Request, accept: impl FnOnce(R) -> Outcome<T> + Send + 'static) -> Self
+    where
+        R: Reply + DeserializeOwned,
+    {
+        Self {
+            request,
+            interpret: Box::new(move |reply| interpret(reply, accept)),
+        }
+    }
+}
+
+impl<T> PreparedCall<T> {
+    /// Writes the call's row ("sent, no answer yet"), inside the caller's write transaction.
+    /// Send it only after that transaction commits.
+    pub fn record(self, conn: &mut AnyConnection) -> Result<RecordedCall<T>, DbError> {
+        let call_id = gateway_calls::insert_started_in_tx(conn, &self.request.row().as_new())?;
+        Ok(RecordedCall {
+            prepared: self,
+            call_id,
+        })
+    }
+}
+
+/// A call whose row is written (see [`PreparedCall`]).
+pub struct RecordedCall<T> {
+    prepared: PreparedCall<T>,
+    call_id: i64,
+}
+
+/// How a call ended, for the caller to write in its own write transaction
+/// ([`KiccClient::send_recorded`]). Until it is written, the call's row says "sent, no answer",
+/// which the reconciler treats as an unanswered call.
+#[must_use = "a call's ending must be written (Completion::write)"]
+#[derive(Debug, Clone)]
+pub struct Completion {
+    call_id: i64,
+    response_body: Option<String>,
+    http_status: Option<i32>,
+    outcome: &'static str,
+    res_cd: Option<String>,
+    res_msg: Option<String>,
+    pg_cno: Option<String>,
+    latency_ms: i64,
+}
+
+impl Completion {
+    /// Completes the call's row, inside the caller's write transaction.
+    pub fn write(&self, conn: &mut AnyConnection) -> Result<(), DbError> {
+        gateway_calls::complete_in_tx(
+            conn,
+            self.call_id,
+            &CallCompletion {
+                response_body: self.response_body.as_deref(),
+                http_status: self.http_status,
+                outcome: self.outcome,
+                res_cd: self.res_cd.as_deref(),
+                res_msg: self.res_msg.as_deref(),
+                pg_cno: self.pg_cno.as_deref(),
+                latency_ms: self.latency_ms,
+            },
+        )
+    }
 }
 
 /// The reply parsed, or why it could not be: becomes `Timeout`/`Transport`/`Malformed`.
@@ -305,39 +440,33 @@ impl KiccClient {
         format!("{base}{}", api.path())
     }
 
-    /// Records, sends, and returns the raw exchange. `kiccpay` adds the signed `X-KICC-*` headers.
-    async fn send(
-        &self,
-        api: Api,
-        order_id: Option<i64>,
-        key: String,
-        date: String,
-        body: Vec<u8>,
-    ) -> Result<Exchange, ClientError> {
-        let redacted = redact_body(&body);
-        let requested_at = crate::db::now();
+    /// Records, sends, and returns the raw exchange.
+    async fn send(&self, request: Request) -> Result<Exchange, ClientError> {
         let call_id = if self.record_first {
-            let (api_name, db) = (api.as_str(), self.db.clone());
-            let (k, d, r) = (key.clone(), date.clone(), redacted.clone());
+            let db = self.db.clone();
+            let row = request.row();
             Some(
-                db.run(move |conn| {
-                    gateway_calls::insert_started(
-                        conn,
-                        &NewGatewayCall {
-                            order_id,
-                            api: api_name,
-                            shop_transaction_id: &k,
-                            request_date: &d,
-                            request_body: &r,
-                        },
-                    )
-                })
-                .await?,
+                db.run(move |conn| gateway_calls::insert_started(conn, &row.as_new()))
+                    .await?,
             )
         } else {
             None
         };
+        Ok(self.transmit(request, call_id).await)
+    }
 
+    /// Sends a request (its row, if any, already committed). `kiccpay` adds the signed
+    /// `X-KICC-*` headers.
+    async fn transmit(&self, request: Request, call_id: Option<i64>) -> Exchange {
+        let Request {
+            api,
+            order_id,
+            key,
+            date,
+            body,
+            redacted,
+            requested_at,
+        } = request;
         let url = self.url(api);
         let mut request = self.http.post(&url).header(
             reqwest::header::CONTENT_TYPE,
@@ -380,7 +509,7 @@ impl KiccClient {
             Err(e) if e.is_timeout() => RawReply::Timeout,
             Err(e) => RawReply::Transport(crate::text::error_chain(&e)),
         };
-        Ok(Exchange {
+        Exchange {
             call_id,
             order_id,
             key,
@@ -389,7 +518,7 @@ impl KiccClient {
             requested_at,
             started,
             reply,
-        })
+        }
     }
 
     /// Completes the call's row and logs one line (no bodies).
@@ -400,6 +529,32 @@ impl KiccClient {
         outcome: Outcome<T>,
         summary: Summary,
     ) -> GatewayCall<T> {
+        let key = exchange.key.clone();
+        let (call, completion) = self.settle(api, exchange, outcome, summary);
+        if let Some(completion) = completion {
+            let recorded = self
+                .db
+                .run(move |conn| write_transaction(conn, |conn| completion.write(conn)))
+                .await;
+            if let Err(e) = recorded {
+                // The outcome still goes back to the caller: it decides about the money. The
+                // row stays "sent, no answer", which the reconciler treats as an unanswered
+                // call.
+                log::error!("kicc {api} key={key}: the reply could not be recorded: {e}");
+            }
+        }
+        call
+    }
+
+    /// Logs one line for the call (no bodies) and builds how it ended: a [`Completion`] for a
+    /// recorded call, or, for a deferred one, its whole record inside the result.
+    fn settle<T>(
+        &self,
+        api: Api,
+        exchange: Exchange,
+        outcome: Outcome<T>,
+        summary: Summary,
+    ) -> (GatewayCall<T>, Option<Completion>) {
         let latency = exchange.started.elapsed();
         let (http_status, response_body) = match &exchange.reply {
             RawReply::Body { status, bytes } => {
@@ -425,13 +580,21 @@ impl KiccClient {
             latency.as_millis()
         );
         let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        let mut call = GatewayCall {
+            call_id: exchange.call_id,
+            shop_transaction_id: exchange.key.clone(),
+            request_date: exchange.date.clone(),
+            latency,
+            outcome,
+            deferred: None,
+        };
         let Some(call_id) = exchange.call_id else {
             // A deferred call: its whole record goes back to the caller to write later.
-            let deferred = DeferredCall {
+            call.deferred = Some(DeferredCall {
                 order_id: exchange.order_id,
                 api: api.as_str(),
-                shop_transaction_id: exchange.key.clone(),
-                request_date: exchange.date.clone(),
+                shop_transaction_id: exchange.key,
+                request_date: exchange.date,
                 request_body: exchange.redacted_request,
                 requested_at: exchange.requested_at,
                 response_body,
@@ -442,50 +605,35 @@ impl KiccClient {
                 pg_cno: summary.pg_cno,
                 latency_ms,
                 completed_at: crate::db::now(),
-            };
-            return GatewayCall {
-                call_id: None,
-                shop_transaction_id: exchange.key,
-                request_date: exchange.date,
-                latency,
-                outcome,
-                deferred: Some(deferred),
-            };
+            });
+            return (call, None);
         };
-        let recorded = self
-            .db
-            .run(move |conn| {
-                gateway_calls::complete(
-                    conn,
-                    call_id,
-                    &CallCompletion {
-                        response_body: response_body.as_deref(),
-                        http_status,
-                        outcome: label,
-                        res_cd: summary.res_cd.as_deref(),
-                        res_msg: res_msg.as_deref(),
-                        pg_cno: summary.pg_cno.as_deref(),
-                        latency_ms,
-                    },
-                )
-            })
-            .await;
-        if let Err(e) = recorded {
-            // The outcome still goes back to the caller: it decides about the money. The row
-            // stays "sent, no answer", which the reconciler treats as an unanswered call.
-            log::error!(
-                "kicc {api} key={}: the reply could not be recorded: {e}",
-                exchange.key
-            );
-        }
-        GatewayCall {
-            call_id: Some(call_id),
-            shop_transaction_id: exchange.key,
-            request_date: exchange.date,
-            latency,
-            outcome,
-            deferred: None,
-        }
+        let completion = Completion {
+            call_id,
+            response_body,
+            http_status,
+            outcome: label,
+            res_cd: summary.res_cd,
+            res_msg,
+            pg_cno: summary.pg_cno,
+            latency_ms,
+        };
+        (call, Some(completion))
+    }
+
+    /// Sends a call recorded by the caller ([`PreparedCall`]) and returns its outcome with the
+    /// [`Completion`] the caller must write.
+    pub async fn send_recorded<T>(&self, call: RecordedCall<T>) -> (GatewayCall<T>, Completion) {
+        let RecordedCall {
+            prepared: PreparedCall { request, interpret },
+            call_id,
+        } = call;
+        let api = request.api;
+        let exchange = self.transmit(request, Some(call_id)).await;
+        let (outcome, summary) = interpret(&exchange.reply);
+        let (call, completion) = self.settle(api, exchange, outcome, summary);
+        let completion = completion.expect("a recorded call completes with a row to write");
+        (call, completion)
     }
 
     fn body<R: Serialize>(request: &R) -> Vec<u8> {
@@ -506,8 +654,22 @@ impl KiccClient {
     where
         R: Reply + DeserializeOwned,
     {
-        let exchange = self.send(api, order_id, key, date, body).await?;
+        let exchange = self
+            .send(Request::new(api, order_id, key, date, body))
+            .await?;
         let (outcome, summary) = interpret(&exchange.reply, accept);
+        Ok(self.finish(api, exchange, outcome, summary).await)
+    }
+
+    /// Records, sends, interprets and completes a prepared call, like [`Self::call`].
+    async fn call_prepared<T>(
+        &self,
+        prepared: PreparedCall<T>,
+    ) -> Result<GatewayCall<T>, ClientError> {
+        let PreparedCall { request, interpret } = prepared;
+        let api = request.api;
+        let exchange = self.send(request).await?;
+        let (outcome, summary) = interpret(&exchange.reply);
         Ok(self.finish(api, exchange, outcome, summary).await)
     }
 
@@ -527,6 +689,19 @@ impl KiccClient {
         return_url: &str,
         notify_url: &str,
     ) -> Result<GatewayCall<Registered>, ClientError> {
+        let prepared = self.wechat_create_request(order, trade_type, return_url, notify_url)?;
+        self.call_prepared(prepared).await
+    }
+
+    /// The create-transaction request for `order` (spec 01), built and checked, for the caller
+    /// to record and send ([`PreparedCall`]).
+    pub fn wechat_create_request(
+        &self,
+        order: &Order,
+        trade_type: TradeType,
+        return_url: &str,
+        notify_url: &str,
+    ) -> Result<PreparedCall<Registered>, InvalidRequest> {
         let (key, date) = Self::fresh();
         let request = wire::CreateTransactionRequest {
             mall_id: self.settings.mall_id.clone(),
@@ -549,11 +724,14 @@ impl KiccClient {
             },
         };
         request.validate()?;
-        self.call(
-            Api::WechatCreate,
-            Some(order.id),
-            (key, date),
-            Self::body(&request),
+        Ok(PreparedCall::new(
+            Request::new(
+                Api::WechatCreate,
+                Some(order.id),
+                key,
+                date,
+                Self::body(&request),
+            ),
             |r: wire::CreateTransactionResponse| match (r.pg_cno, r.payment_page_url) {
                 (Some(pg_cno), Some(url)) if !pg_cno.is_empty() && !url.is_empty() => {
                     Outcome::Accepted(Registered {
@@ -563,8 +741,7 @@ impl KiccClient {
                 }
                 _ => Outcome::Malformed("0000 without pgCno or paymentPageUrl".into()),
             },
-        )
-        .await
+        ))
     }
 
     /// Payment status check: `POST /api/trades/wechatpay/find` (spec 06).
@@ -573,6 +750,17 @@ impl KiccClient {
         order_id: Option<i64>,
         pg_cno: &str,
     ) -> Result<GatewayCall<PaymentStatus>, ClientError> {
+        let prepared = self.wechat_find_request(order_id, pg_cno)?;
+        self.call_prepared(prepared).await
+    }
+
+    /// The payment status check for `pg_cno` (spec 06), built and checked, for the caller to
+    /// record and send ([`PreparedCall`]).
+    pub fn wechat_find_request(
+        &self,
+        order_id: Option<i64>,
+        pg_cno: &str,
+    ) -> Result<PreparedCall<PaymentStatus>, InvalidRequest> {
         let (key, date) = Self::fresh();
         let request = wire::WechatFindRequest {
             mall_id: self.settings.mall_id.clone(),
@@ -581,12 +769,10 @@ impl KiccClient {
             cancel_pg_cno: None,
         };
         request.validate()?;
-        self.call(
-            Api::WechatFind,
-            order_id,
-            (key, date),
-            Self::body(&request),
-            |r: wire::WechatFindResponse| match r.status_cd.as_deref() {
+        let pg_cno = pg_cno.to_owned();
+        Ok(PreparedCall::new(
+            Request::new(Api::WechatFind, order_id, key, date, Self::body(&request)),
+            move |r: wire::WechatFindResponse| match r.status_cd.as_deref() {
                 None | Some("") => Outcome::Malformed("0000 without statusCd".into()),
                 Some(code) => Outcome::Accepted(PaymentStatus {
                     pg_cno: r.pg_cno.clone().unwrap_or_else(|| pg_cno.to_owned()),
@@ -600,8 +786,7 @@ impl KiccClient {
                     approval_date: r.approval_date.clone(),
                 }),
             },
-        )
-        .await
+        ))
     }
 
     /// Cancellation status check: `/api/trades/wechatpay/find` with `cancelPgCno` (spec 06).

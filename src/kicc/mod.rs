@@ -13,7 +13,10 @@ mod wire;
 use std::fmt;
 use std::time::Duration;
 
-pub use client::{ClientError, ClientSettings, KiccClient, KiccPaySettings};
+pub use client::{
+    ClientError, ClientSettings, Completion, KiccClient, KiccPaySettings, PreparedCall,
+    RecordedCall,
+};
 pub use redact::redact_body;
 
 /// The APIs we call, each with its path under the API base (spec 01–03, 06).

@@ -168,17 +168,23 @@ pub async fn track(
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let result = next.call(req).await;
     if let Some(metrics) = metrics {
-        let status = match &result {
-            Ok(res) => res.status().as_u16(),
-            Err(e) => e.as_response_error().status_code().as_u16(),
+        // Read after routing: the request then knows its resource, and the pattern is a lookup
+        // by index. Before it, `match_pattern` runs the router's regexes over every route
+        // (7% of a duplicate webhook's instructions, docs/BENCHMARKS.md).
+        let (route, status) = match &result {
+            Ok(res) => (res.request().match_pattern(), res.status().as_u16()),
+            Err(e) => (None, e.as_response_error().status_code().as_u16()),
         };
-        metrics.observe(&method, &route, status, start.elapsed().as_secs_f64());
+        let route = route.as_deref().unwrap_or("unmatched");
+        metrics.observe(
+            method.as_str(),
+            route,
+            status,
+            start.elapsed().as_secs_f64(),
+        );
     }
     result
 }

@@ -76,7 +76,11 @@ impl AppState {
 
 /// Every route of the app (DESIGN §3), in one table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(shop::catalog))
+    // KICC's webhooks first: the router tries routes in this order (a regex per dynamic
+    // pattern), and a burst of notifications is the load that must be answered fastest.
+    cfg.route("/webhooks/kicc/payment", web::post().to(webhooks::receive))
+        .route("/webhooks/kicc/cancel", web::post().to(webhooks::receive))
+        .route("/", web::get().to(shop::catalog))
         .route("/products/{sku}", web::get().to(shop::product))
         .route("/cart", web::get().to(cart::show))
         .route("/cart/items", web::post().to(cart::add))
@@ -98,8 +102,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/orders/{no}/cancel", web::post().to(admin::cancel))
         .route("/admin/orders/{no}/sync", web::post().to(admin::sync))
         .route("/admin/webhooks/unmatched", web::get().to(admin::unmatched))
-        .route("/webhooks/kicc/payment", web::post().to(webhooks::receive))
-        .route("/webhooks/kicc/cancel", web::post().to(webhooks::receive))
         .route("/api/products", web::get().to(api::list_products))
         .route("/api/orders", web::post().to(api::create_order))
         .route("/api/orders/{no}", web::get().to(api::get_order))

@@ -11,25 +11,45 @@ use super::AppState;
 use super::client_ip::{self, is_allowed};
 use crate::checkout::webhooks::{Delivery, FollowUp, MAX_BODY};
 
-/// Headers kept with a delivery (never cookies or credentials).
+/// Headers kept with a delivery (never cookies or credentials), as a JSON object. Written
+/// straight from the header map: no intermediate `serde_json::Map` (a sorted tree of owned
+/// strings per delivery).
 fn headers_json(req: &HttpRequest) -> String {
-    let kept: serde_json::Map<String, serde_json::Value> = req
-        .headers()
-        .iter()
-        .filter(|(name, _)| {
-            !matches!(
-                name.as_str(),
-                "cookie" | "authorization" | "proxy-authorization"
+    struct Kept<'a>(&'a actix_web::http::header::HeaderMap);
+    impl serde::Serialize for Kept<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                self.0
+                    .keys()
+                    .filter(|name| {
+                        !matches!(
+                            name.as_str(),
+                            "cookie" | "authorization" | "proxy-authorization"
+                        )
+                    })
+                    .map(|name| {
+                        fn text(v: &actix_web::http::header::HeaderValue) -> &str {
+                            v.to_str().unwrap_or("<binary>")
+                        }
+                        let mut values = self.0.get_all(name);
+                        let first = values.next().map_or("", text);
+                        // A repeated header keeps every value, joined as HTTP does (RFC 9110
+                        // §5.3).
+                        let value: std::borrow::Cow<'_, str> = match values.next() {
+                            None => first.into(),
+                            Some(second) => std::iter::once(first)
+                                .chain(std::iter::once(text(second)))
+                                .chain(values.map(text))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                                .into(),
+                        };
+                        (name.as_str(), value)
+                    }),
             )
-        })
-        .map(|(name, value)| {
-            (
-                name.to_string(),
-                serde_json::Value::String(value.to_str().unwrap_or("<binary>").to_owned()),
-            )
-        })
-        .collect();
-    serde_json::Value::Object(kept).to_string()
+        }
+    }
+    serde_json::to_string(&Kept(req.headers())).expect("strings serialize")
 }
 
 pub async fn receive(

@@ -205,6 +205,19 @@ both_backends! {
         assert_eq!(after.pg_cno.as_deref(), Some("PG2026112100001"));
         assert_eq!(after.payment_page_url.as_deref(), Some("weixin://wxpay/bizpayurl?pr=abc"));
         assert!(after.updated_at >= order.updated_at);
+        // A later transition writes what its patch names (text and time columns) and leaves
+        // every other column as stored (the fixed UPDATE's COALESCE, src/db/fixed.rs).
+        let paid_at = kicc_checkout::db::now();
+        let paid = Transition::new(order.id, S::Pending, E::PaymentConfirmed, "status check: approved")
+            .with_patch(OrderPatch { kicc_status_code: Some("TS01".into()), paid_at: Some(paid_at), ..Default::default() });
+        assert!(orders::transition(&mut conn, &paid).unwrap().is_applied());
+        let after = orders::find_by_id(&mut conn, order.id).unwrap().unwrap();
+        assert_eq!(after.status, S::Paid);
+        assert_eq!(after.kicc_status_code.as_deref(), Some("TS01"));
+        assert_eq!(after.paid_at, Some(paid_at));
+        assert_eq!(after.pg_cno.as_deref(), Some("PG2026112100001"));
+        assert_eq!(after.payment_page_url.as_deref(), Some("weixin://wxpay/bizpayurl?pr=abc"));
+        assert_eq!(after.expires_at, order.expires_at);
         // The pgCno is unique: a second order cannot take it (and its status does not move).
         let other = sample_order(&mut conn);
         let clash = Transition::new(other.id, S::Created, E::PaymentRegistered, "clash")

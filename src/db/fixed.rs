@@ -1,0 +1,184 @@
+//! The hot `UPDATE`s written as fixed SQL, so each is prepared once per pooled connection and
+//! then found in diesel's statement cache by its type.
+//!
+//! Diesel never caches an `UPDATE` built with its DSL: `UpdateStatement` marks itself unsafe to
+//! cache, because a changeset with optional fields renders different SQL from call to call. So
+//! SQLite parsed and planned every transition, gateway-call completion and delivery ack again:
+//! 140 k instructions of a distinct approval's 1,211 k (docs/BENCHMARKS.md). These statements
+//! render the same text every time (an optional field is written as `COALESCE(new, column)`:
+//! `None` keeps the stored value, as diesel's `AsChangeset` skips it), so their type is their
+//! cache key. Each is written once and compiled for both backends (`both_backends!`).
+
+use chrono::NaiveDateTime;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use diesel::query_builder::{AstPass, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
+use diesel::sqlite::Sqlite;
+
+use super::gateway_calls::CallCompletion;
+use super::orders::Transition;
+
+/// Implements `QueryFragment` for SQLite and PostgreSQL with one body, plus the static
+/// `QueryId` (keyed by `$id`) and `RunQueryDsl`.
+macro_rules! both_backends {
+    (impl[$($g:tt)*] $ty:ty, id = $id:ty, |$self:ident, $out:ident| $body:block) => {
+        impl<$($g)*> QueryFragment<Sqlite> for $ty {
+            fn walk_ast<'b>(&'b $self, mut $out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> $body
+        }
+        impl<$($g)*> QueryFragment<Pg> for $ty {
+            fn walk_ast<'b>(&'b $self, mut $out: AstPass<'_, 'b, Pg>) -> QueryResult<()> $body
+        }
+        impl<$($g)*> QueryId for $ty {
+            type QueryId = $id;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        }
+        impl<$($g)* Conn> RunQueryDsl<Conn> for $ty {}
+    };
+}
+
+/// `, column = COALESCE(` …
+fn coalesce_start<DB: diesel::backend::Backend>(out: &mut AstPass<'_, '_, DB>, column: &str) {
+    out.push_sql(", ");
+    out.push_sql(column);
+    out.push_sql(" = COALESCE(");
+}
+
+/// … `, column)`
+fn coalesce_end<DB: diesel::backend::Backend>(out: &mut AstPass<'_, '_, DB>, column: &str) {
+    out.push_sql(", ");
+    out.push_sql(column);
+    out.push_sql(")");
+}
+
+/// A transition's compare-and-set:
+/// `UPDATE orders SET status, updated_at, every patch column = COALESCE(new, column)
+/// [, cancelled_amount] WHERE id AND status [AND cancelled_amount]`.
+/// `CANCELLED` says whether the cancelled amount is compared and set too (two statements).
+pub(super) struct TransitionUpdate<'a, const CANCELLED: bool> {
+    pub t: &'a Transition,
+    pub to: &'static str,
+    pub at: NaiveDateTime,
+}
+
+/// The cache key of a [`TransitionUpdate`].
+pub(super) struct TransitionUpdateId<const CANCELLED: bool>;
+
+both_backends!(impl['a, const CANCELLED: bool,] TransitionUpdate<'a, CANCELLED>,
+    id = TransitionUpdateId<CANCELLED>, |self, out| {
+    let p = &self.t.patch;
+    out.push_sql("UPDATE orders SET status = ");
+    out.push_bind_param::<Text, str>(self.to)?;
+    out.push_sql(", updated_at = ");
+    out.push_bind_param::<Timestamp, _>(&self.at)?;
+    for (column, value) in [
+        ("pg_cno", &p.pg_cno),
+        ("payment_page_url", &p.payment_page_url),
+        ("trade_type", &p.trade_type),
+        ("authorization_id", &p.authorization_id),
+        ("approval_no", &p.approval_no),
+        ("approval_date", &p.approval_date),
+        ("transaction_date", &p.transaction_date),
+        ("kicc_status_code", &p.kicc_status_code),
+    ] {
+        coalesce_start(&mut out, column);
+        out.push_bind_param::<Nullable<Text>, _>(value)?;
+        coalesce_end(&mut out, column);
+    }
+    for (column, value) in [("expires_at", &p.expires_at), ("paid_at", &p.paid_at)] {
+        coalesce_start(&mut out, column);
+        out.push_bind_param::<Nullable<Timestamp>, _>(value)?;
+        coalesce_end(&mut out, column);
+    }
+    let cancelled = match &self.t.cancelled_amount {
+        Some((expected, new)) if CANCELLED => Some((expected, new)),
+        None if !CANCELLED => None,
+        _ => {
+            return Err(diesel::result::Error::QueryBuilderError(
+                "TransitionUpdate: CANCELLED does not match the transition".into(),
+            ));
+        }
+    };
+    if let Some((_, new)) = cancelled {
+        out.push_sql(", cancelled_amount = ");
+        out.push_bind_param::<BigInt, _>(new)?;
+    }
+    out.push_sql(" WHERE id = ");
+    out.push_bind_param::<BigInt, _>(&self.t.order_id)?;
+    out.push_sql(" AND status = ");
+    out.push_bind_param::<Text, str>(self.t.expected.as_str())?;
+    if let Some((expected, _)) = cancelled {
+        out.push_sql(" AND cancelled_amount = ");
+        out.push_bind_param::<BigInt, _>(expected)?;
+    }
+    Ok(())
+});
+
+/// A gateway call's ending: `UPDATE gateway_calls SET response_body … completed_at WHERE id`.
+pub(super) struct CallCompletionUpdate<'a> {
+    pub id: i64,
+    pub done: &'a CallCompletion<'a>,
+    pub at: NaiveDateTime,
+}
+
+both_backends!(impl['a,] CallCompletionUpdate<'a>, id = CallCompletionUpdate<'static>, |self, out| {
+    let d = self.done;
+    out.push_sql("UPDATE gateway_calls SET response_body = ");
+    out.push_bind_param::<Nullable<Text>, _>(&d.response_body)?;
+    out.push_sql(", http_status = ");
+    out.push_bind_param::<Nullable<Integer>, _>(&d.http_status)?;
+    out.push_sql(", outcome = ");
+    out.push_bind_param::<Text, str>(d.outcome)?;
+    out.push_sql(", res_cd = ");
+    out.push_bind_param::<Nullable<Text>, _>(&d.res_cd)?;
+    out.push_sql(", res_msg = ");
+    out.push_bind_param::<Nullable<Text>, _>(&d.res_msg)?;
+    out.push_sql(", pg_cno = ");
+    out.push_bind_param::<Nullable<Text>, _>(&d.pg_cno)?;
+    out.push_sql(", latency_ms = ");
+    out.push_bind_param::<BigInt, _>(&d.latency_ms)?;
+    out.push_sql(", completed_at = ");
+    out.push_bind_param::<Timestamp, _>(&self.at)?;
+    out.push_sql(" WHERE id = ");
+    out.push_bind_param::<BigInt, _>(&self.id)?;
+    Ok(())
+});
+
+/// A delivery's handling and ack:
+/// `UPDATE webhook_deliveries SET outcome, order_id, ack_res_cd, ack_body, acked_at WHERE id`.
+pub(super) struct DeliveryFinish<'a> {
+    pub id: i64,
+    pub outcome: &'a str,
+    pub order_id: Option<i64>,
+    pub ack_res_cd: &'a str,
+    pub ack_body: &'a str,
+    pub at: NaiveDateTime,
+}
+
+both_backends!(impl['a,] DeliveryFinish<'a>, id = DeliveryFinish<'static>, |self, out| {
+    out.push_sql("UPDATE webhook_deliveries SET outcome = ");
+    out.push_bind_param::<Text, str>(self.outcome)?;
+    out.push_sql(", order_id = ");
+    out.push_bind_param::<Nullable<BigInt>, _>(&self.order_id)?;
+    out.push_sql(", ack_res_cd = ");
+    out.push_bind_param::<Text, str>(self.ack_res_cd)?;
+    out.push_sql(", ack_body = ");
+    out.push_bind_param::<Text, str>(self.ack_body)?;
+    out.push_sql(", acked_at = ");
+    out.push_bind_param::<Timestamp, _>(&self.at)?;
+    out.push_sql(" WHERE id = ");
+    out.push_bind_param::<BigInt, _>(&self.id)?;
+    Ok(())
+});
+
+/// A delivery claims its key's effect: `UPDATE webhook_deliveries SET applied = TRUE WHERE id`
+/// (the unique partial index on applied keys refuses a second one).
+pub(super) struct DeliveryApplied {
+    pub id: i64,
+}
+
+both_backends!(impl[] DeliveryApplied, id = DeliveryApplied, |self, out| {
+    out.push_sql("UPDATE webhook_deliveries SET applied = TRUE WHERE id = ");
+    out.push_bind_param::<BigInt, _>(&self.id)?;
+    Ok(())
+});
