@@ -421,7 +421,7 @@ impl Checkout {
                 amount: found.amount,
             };
             if let Some(completion) = found.completion {
-                self.write_completion(completion).await;
+                self.kicc.write_completion(completion).await;
             }
             return self
                 .compensate(order, order.status, plan, reason, found.call_id)

@@ -367,19 +367,6 @@ impl Checkout {
             })
             .await
     }
-
-    /// Writes a gateway call's ending on its own (when nothing else is written with it). A
-    /// failure is logged: the row stays "sent, no answer", which the reconciler treats as an
-    /// unanswered call.
-    pub(super) async fn write_completion(&self, completion: Completion) {
-        let written = self
-            .db
-            .run(move |conn| write_transaction(conn, |conn| completion.write(conn)))
-            .await;
-        if let Err(e) = written {
-            log::error!("a gateway call's reply could not be recorded: {e}");
-        }
-    }
 }
 
 /// The order the request asks for, priced from the catalog (never from the form).

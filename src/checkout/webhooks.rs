@@ -454,7 +454,7 @@ impl Checkout {
         let status = match call.outcome {
             Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
             _ => {
-                self.write_completion(completion).await;
+                self.kicc.write_completion(completion).await;
                 return Ok(order);
             }
         };

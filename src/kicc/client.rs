@@ -220,6 +220,9 @@ pub struct RecordedCall<T> {
 #[derive(Debug, Clone)]
 pub struct Completion {
     call_id: i64,
+    /// For the log line if it cannot be written.
+    api: Api,
+    key: String,
     response_body: Option<String>,
     http_status: Option<i32>,
     outcome: &'static str,
@@ -529,21 +532,26 @@ impl KiccClient {
         outcome: Outcome<T>,
         summary: Summary,
     ) -> GatewayCall<T> {
-        let key = exchange.key.clone();
         let (call, completion) = self.settle(api, exchange, outcome, summary);
         if let Some(completion) = completion {
-            let recorded = self
-                .db
-                .run(move |conn| write_transaction(conn, |conn| completion.write(conn)))
-                .await;
-            if let Err(e) = recorded {
-                // The outcome still goes back to the caller: it decides about the money. The
-                // row stays "sent, no answer", which the reconciler treats as an unanswered
-                // call.
-                log::error!("kicc {api} key={key}: the reply could not be recorded: {e}");
-            }
+            self.write_completion(completion).await;
         }
         call
+    }
+
+    /// Writes a call's ending in a write transaction of its own (when nothing else is written
+    /// with it). A failure is logged, not returned: the outcome still goes back to the caller,
+    /// which decides about the money, and the row stays "sent, no answer", which the
+    /// reconciler treats as an unanswered call.
+    pub async fn write_completion(&self, completion: Completion) {
+        let (api, key) = (completion.api, completion.key.clone());
+        let recorded = self
+            .db
+            .run(move |conn| write_transaction(conn, |conn| completion.write(conn)))
+            .await;
+        if let Err(e) = recorded {
+            log::error!("kicc {api} key={key}: the reply could not be recorded: {e}");
+        }
     }
 
     /// Logs one line for the call (no bodies) and builds how it ended: a [`Completion`] for a
@@ -610,6 +618,8 @@ impl KiccClient {
         };
         let completion = Completion {
             call_id,
+            api,
+            key: call.shop_transaction_id.clone(),
             response_body,
             http_status,
             outcome: label,
