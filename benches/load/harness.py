@@ -141,8 +141,9 @@ class Database:
                 return c.execute(sql).fetchall()
             finally:
                 c.close()
-        out = subprocess.run(["psql", "-At", "-F", "\t", self.url, "-c", sql],
-                             capture_output=True, text=True, check=True).stdout
+        # The SQL on standard input: a list of 20,000 order numbers is too long for argv.
+        out = subprocess.run(["psql", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", self.url],
+                             input=sql, capture_output=True, text=True, check=True).stdout
         return [tuple(l.split("\t")) for l in out.splitlines() if l]
 
     def one(self, sql):
@@ -322,7 +323,7 @@ def bench(backend, tmp):
     results["orders"] = measured(app, lambda: wrk(app.base, "benches/load/orders.lua", 64),
                                  f"{backend}/orders")
 
-    n = int(os.environ.get("LOAD_ORDERS", "5000"))
+    n = int(os.environ.get("LOAD_ORDERS", "20000"))
     log(f"== {backend}: {n} orders paid at KICC, notifications to deliver")
     orders = [tuple(r) for r in db.rows(
         f"SELECT shop_order_no, pg_cno, amount, currency FROM orders WHERE status = 'pending' AND pg_cno IS NOT NULL LIMIT {n}")]
@@ -546,7 +547,11 @@ def main():
     backends = ["sqlite", "postgres"] if a.backend == "both" else [a.backend]
     with tempfile.TemporaryDirectory(prefix="kicc-load-") as tmp:
         if a.mode == "bench":
-            results = {b: bench(b, tmp) for b in backends}
+            results = {}
+            for b in backends:
+                results[b] = bench(b, tmp)
+                # Each backend's rows as soon as it is done; all of them again below.
+                log(table({b: results[b]}))
             print(table(results))
             print()
             for b, r in results.items():

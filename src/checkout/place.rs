@@ -142,9 +142,11 @@ impl Checkout {
     }
 
     /// Prices the lines from the catalog, inserts the order (status `created`) and, for WeChat
-    /// Pay, records its create-transaction call: one trip to the database (a pooled connection
-    /// and a blocking-pool hop) and one write transaction for the order and its call's row,
-    /// which is committed before the call is sent (DESIGN §4).
+    /// Pay, records its create-transaction call: one write transaction for the order and its
+    /// call's row, committed before the call is sent (DESIGN §4). Through [`Db::write`], so on
+    /// SQLite it commits with the other checkouts and webhooks waiting at the same moment.
+    ///
+    /// [`Db::write`]: crate::db::Db::write
     async fn save(&self, request: &OrderRequest) -> Result<Saved, CheckoutError> {
         let expires_at = now()
             + chrono::TimeDelta::from_std(self.order_expiry)
@@ -153,7 +155,7 @@ impl Checkout {
         let kicc = self.kicc.clone();
         let (return_url, notify_url) = (self.return_url(), self.payment_notify_url());
         self.db
-            .run(move |conn| {
+            .write(move |conn| {
                 let catalog = products::list_active(conn)?;
                 let new = match priced_order(&catalog, &request, expires_at) {
                     Ok(new) => new,
@@ -351,21 +353,24 @@ impl Checkout {
         patch: OrderPatch,
     ) -> Result<Order, DbError> {
         let id = order.id;
-        self.db
-            .run(move |conn| {
-                let t = Transition::new(id, expected, event, cause).with_patch(patch);
-                let outcome = write_transaction(conn, |conn| {
-                    if let Some(completion) = &completion {
-                        completion.write(conn)?;
-                    }
-                    orders::transition_in_tx(conn, &t)
-                })?;
-                if let TransitionOutcome::NotAllowed(e) = outcome {
-                    log::warn!("order {id}: {e}");
+        let t = Transition::new(id, expected, event, cause).with_patch(patch);
+        // One write transaction (grouped with others on SQLite, [`crate::db::Db::write`]); the
+        // row is read back inside it.
+        let (outcome, order) = self
+            .db
+            .write(move |conn| {
+                if let Some(completion) = &completion {
+                    completion.write(conn)?;
                 }
-                orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)
+                let outcome = orders::transition_in_tx(conn, &t)?;
+                let order = orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)?;
+                Ok((outcome, order))
             })
-            .await
+            .await?;
+        if let TransitionOutcome::NotAllowed(e) = outcome {
+            log::warn!("order {id}: {e}");
+        }
+        Ok(order)
     }
 }
 

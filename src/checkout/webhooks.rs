@@ -195,100 +195,96 @@ impl Checkout {
             .unzip();
         let (ok_cd, ok_body) = (ok.res_cd.clone(), ok.body.clone());
         let (failed_cd, failed_body) = (failed.res_cd.clone(), failed.body.clone());
+        // Through the writer (group commit on SQLite): this closure is a transaction's body,
+        // run again alone if its batch cannot commit, and answered only once committed. Its
+        // commit can still fail after the apply ran; `reached_apply` tells the caller then
+        // that an approval may have been notified and not written (spec 04).
+        let reached_apply = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reached = reached_apply.clone();
         let result = self
             .db
-            .run(move |conn| {
-                let mut reached_apply = false;
-                let stage = write_transaction(conn, |conn| -> Result<Stage, DbError> {
-                    let new = NewDelivery {
-                        kind,
-                        route: d.route,
-                        source_ip: &d.source_ip,
-                        headers: &d.headers,
-                        body: &body_text,
-                        dedupe_key: dedupe.as_deref(),
-                        pg_cno: pg_cno.as_deref(),
-                        shop_order_no: shop_order_no.as_deref(),
+            .write(move |conn| -> Result<Stage, DbError> {
+                reached.store(false, std::sync::atomic::Ordering::Relaxed);
+                let new = NewDelivery {
+                    kind,
+                    route: d.route,
+                    source_ip: &d.source_ip,
+                    headers: &d.headers,
+                    body: &body_text,
+                    dedupe_key: dedupe.as_deref(),
+                    pg_cno: pg_cno.as_deref(),
+                    shop_order_no: shop_order_no.as_deref(),
+                };
+                // A refusal, or a delivery whose key was applied before (KICC's resends):
+                // the answer is known, so it is stored with the delivery in one insert.
+                if let (Some(cd), Some(body)) = (&refusal_cd, &refusal_body) {
+                    let answered = Answered {
+                        outcome: refused_as,
+                        ack_res_cd: cd,
+                        ack_body: body,
                     };
-                    // A refusal, or a delivery whose key was applied before (KICC's resends):
-                    // the answer is known, so it is stored with the delivery in one insert.
-                    if let (Some(cd), Some(body)) = (&refusal_cd, &refusal_body) {
-                        let answered = Answered {
-                            outcome: refused_as,
-                            ack_res_cd: cd,
-                            ack_body: body,
-                        };
-                        webhook_deliveries::insert_answered(conn, &new, answered)?;
-                        return Ok(Stage::Refused);
-                    }
-                    let n = n.expect("parsed when not refused");
-                    if webhook_deliveries::already_applied(conn, n.kind(), n.dedupe_key())? {
-                        let answered = Answered {
-                            outcome: "duplicate",
-                            ack_res_cd: &ok_cd,
-                            ack_body: &ok_body,
-                        };
-                        webhook_deliveries::insert_answered(conn, &new, answered)?;
-                        return Ok(Stage::Applied(Processed {
+                    webhook_deliveries::insert_answered(conn, &new, answered)?;
+                    return Ok(Stage::Refused);
+                }
+                let n = n.as_ref().expect("parsed when not refused");
+                if webhook_deliveries::already_applied(conn, n.kind(), n.dedupe_key())? {
+                    let answered = Answered {
+                        outcome: "duplicate",
+                        ack_res_cd: &ok_cd,
+                        ack_body: &ok_body,
+                    };
+                    webhook_deliveries::insert_answered(conn, &new, answered)?;
+                    return Ok(Stage::Applied(Processed {
+                        outcome: "duplicate",
+                        order_id: None,
+                        follow_up: FollowUp::None,
+                    }));
+                }
+                let id = webhook_deliveries::insert(conn, &new)?;
+                reached.store(true, std::sync::atomic::Ordering::Relaxed);
+                let applied = write_transaction(conn, |conn| {
+                    let processed = apply(conn, id, n)?;
+                    webhook_deliveries::finish(
+                        conn,
+                        id,
+                        processed.outcome,
+                        processed.order_id,
+                        &ok_cd,
+                        &ok_body,
+                    )?;
+                    Ok::<_, Failure>(processed)
+                });
+                match applied {
+                    Ok(processed) => Ok(Stage::Applied(processed)),
+                    Err(Failure::Duplicate) => {
+                        // Applied by another delivery of the same key: acked, no second
+                        // effect.
+                        webhook_deliveries::finish(conn, id, "duplicate", None, &ok_cd, &ok_body)?;
+                        Ok(Stage::Applied(Processed {
                             outcome: "duplicate",
                             order_id: None,
                             follow_up: FollowUp::None,
-                        }));
+                        }))
                     }
-                    let id = webhook_deliveries::insert(conn, &new)?;
-                    reached_apply = true;
-                    let applied = write_transaction(conn, |conn| {
-                        let processed = apply(conn, id, &n)?;
+                    Err(Failure::Db(e)) => {
                         webhook_deliveries::finish(
                             conn,
                             id,
-                            processed.outcome,
-                            processed.order_id,
-                            &ok_cd,
-                            &ok_body,
+                            "failed",
+                            None,
+                            &failed_cd,
+                            &failed_body,
                         )?;
-                        Ok::<_, Failure>(processed)
-                    });
-                    match applied {
-                        Ok(processed) => Ok(Stage::Applied(processed)),
-                        Err(Failure::Duplicate) => {
-                            // Applied by another delivery of the same key: acked, no second
-                            // effect.
-                            webhook_deliveries::finish(
-                                conn,
-                                id,
-                                "duplicate",
-                                None,
-                                &ok_cd,
-                                &ok_body,
-                            )?;
-                            Ok(Stage::Applied(Processed {
-                                outcome: "duplicate",
-                                order_id: None,
-                                follow_up: FollowUp::None,
-                            }))
-                        }
-                        Err(Failure::Db(e)) => {
-                            webhook_deliveries::finish(
-                                conn,
-                                id,
-                                "failed",
-                                None,
-                                &failed_cd,
-                                &failed_body,
-                            )?;
-                            Ok(Stage::Failed(e))
-                        }
+                        Ok(Stage::Failed(e))
                     }
-                });
-                Ok::<_, DbError>((reached_apply, stage))
+                }
             })
             .await;
         let failure = match result {
-            Ok((_, Ok(Stage::Refused))) => {
+            Ok(Stage::Refused) => {
                 return (refusal.expect("refused"), FollowUp::None);
             }
-            Ok((_, Ok(Stage::Applied(processed)))) => {
+            Ok(Stage::Applied(processed)) => {
                 let notification = notification.as_ref().expect("applied when parsed");
                 log::info!(
                     "webhook {kind} {} from {}: {}",
@@ -298,8 +294,9 @@ impl Checkout {
                 );
                 return (ok, processed.follow_up);
             }
-            Ok((_, Ok(Stage::Failed(e)))) | Ok((true, Err(e))) => e,
-            Ok((false, Err(e))) | Err(e) => {
+            Ok(Stage::Failed(e)) => e,
+            Err(e) if reached_apply.load(std::sync::atomic::Ordering::Relaxed) => e,
+            Err(e) => {
                 log::error!("webhook from {} not stored: {e}", delivery.source_ip);
                 return (failed, FollowUp::None);
             }
@@ -426,12 +423,12 @@ impl Checkout {
     /// Spec 04: confirm a notified approval with `/api/trades/wechatpay/find` and mark the
     /// order paid (amounts compared again; a difference is cancelled).
     pub async fn confirm_notified_payment(&self, order_id: i64) -> Result<Order, DbError> {
-        // One trip to the database: the order read and, when it still waits, its status check
+        // One write transaction: the order read and, when it still waits, its status check
         // recorded (committed before it is sent, DESIGN §4).
         let kicc = self.kicc.clone();
         let (order, call) = self
             .db
-            .run(move |conn| {
+            .write(move |conn| {
                 let order = orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound)?;
                 let waiting = matches!(
                     order.status,
@@ -443,7 +440,7 @@ impl Checkout {
                 let prepared = kicc
                     .wechat_find_request(Some(order.id), pg_cno)
                     .map_err(|e| DbError::Corrupt(e.to_string()))?;
-                let call = write_transaction(conn, |conn| prepared.record(conn))?;
+                let call = prepared.record(conn)?;
                 Ok((order, Some(call)))
             })
             .await?;

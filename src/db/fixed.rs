@@ -117,7 +117,7 @@ both_backends!(impl['a, const CANCELLED: bool,] TransitionUpdate<'a, CANCELLED>,
 /// A gateway call's ending: `UPDATE gateway_calls SET response_body … completed_at WHERE id`.
 pub(super) struct CallCompletionUpdate<'a> {
     pub id: i64,
-    pub done: &'a CallCompletion<'a>,
+    pub done: &'a CallCompletion,
     pub at: NaiveDateTime,
 }
 

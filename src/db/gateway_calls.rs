@@ -33,15 +33,16 @@ pub struct NewGatewayCall<'a> {
     pub request_body: &'a str,
 }
 
-/// How a call ended.
+/// How a call ended: written onto its row ([`complete_in_tx`]), or with a deferred call's
+/// whole record ([`DeferredCall`]).
 #[derive(Debug, Clone)]
-pub struct CallCompletion<'a> {
-    pub response_body: Option<&'a str>,
+pub struct CallCompletion {
+    pub response_body: Option<String>,
     pub http_status: Option<i32>,
-    pub outcome: &'a str,
-    pub res_cd: Option<&'a str>,
-    pub res_msg: Option<&'a str>,
-    pub pg_cno: Option<&'a str>,
+    pub outcome: &'static str,
+    pub res_cd: Option<String>,
+    pub res_msg: Option<String>,
+    pub pg_cno: Option<String>,
     pub latency_ms: i64,
 }
 
@@ -94,20 +95,12 @@ pub fn insert_started_in_tx(
     )
 }
 
-/// Records how a call ended.
-pub fn complete(
-    conn: &mut AnyConnection,
-    id: i64,
-    done: &CallCompletion<'_>,
-) -> Result<(), DbError> {
-    write_transaction(conn, |conn| complete_in_tx(conn, id, done))
-}
-
-/// [`complete`] inside the caller's write transaction (with what the ending changes).
+/// Records how a call ended, inside the caller's write transaction (with what the ending
+/// changes).
 pub fn complete_in_tx(
     conn: &mut AnyConnection,
     id: i64,
-    done: &CallCompletion<'_>,
+    done: &CallCompletion,
 ) -> Result<(), DbError> {
     let update = CallCompletionUpdate {
         id,
@@ -172,13 +165,7 @@ pub struct DeferredCall {
     pub request_date: String,
     pub request_body: String,
     pub requested_at: NaiveDateTime,
-    pub response_body: Option<String>,
-    pub http_status: Option<i32>,
-    pub outcome: &'static str,
-    pub res_cd: Option<String>,
-    pub res_msg: Option<String>,
-    pub pg_cno: Option<String>,
-    pub latency_ms: i64,
+    pub ending: CallCompletion,
     pub completed_at: NaiveDateTime,
 }
 
@@ -196,13 +183,13 @@ pub fn insert_deferred(conn: &mut AnyConnection, call: &DeferredCall) -> Result<
             gateway_calls::request_date.eq(&call.request_date),
             gateway_calls::request_body.eq(&call.request_body),
             gateway_calls::requested_at.eq(call.requested_at),
-            gateway_calls::response_body.eq(&call.response_body),
-            gateway_calls::http_status.eq(call.http_status),
-            gateway_calls::outcome.eq(call.outcome),
-            gateway_calls::res_cd.eq(&call.res_cd),
-            gateway_calls::res_msg.eq(&call.res_msg),
-            gateway_calls::pg_cno.eq(&call.pg_cno),
-            gateway_calls::latency_ms.eq(call.latency_ms),
+            gateway_calls::response_body.eq(&call.ending.response_body),
+            gateway_calls::http_status.eq(call.ending.http_status),
+            gateway_calls::outcome.eq(call.ending.outcome),
+            gateway_calls::res_cd.eq(&call.ending.res_cd),
+            gateway_calls::res_msg.eq(&call.ending.res_msg),
+            gateway_calls::pg_cno.eq(&call.ending.pg_cno),
+            gateway_calls::latency_ms.eq(call.ending.latency_ms),
             gateway_calls::completed_at.eq(call.completed_at),
         ))
         .execute(conn)?;

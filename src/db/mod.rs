@@ -21,6 +21,7 @@ pub mod claims;
 pub mod compensations;
 mod fixed;
 pub mod gateway_calls;
+mod group;
 pub mod orders;
 pub mod products;
 pub mod schema;
@@ -38,6 +39,7 @@ use diesel::{PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::text::one_line;
+pub use group::GroupStats;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -255,6 +257,8 @@ pub struct Db {
     /// runtime would otherwise start a blocking thread per waiting request (up to 512 per
     /// worker), each with its stack and malloc arena (docs/BENCHMARKS.md: RSS).
     gate: std::sync::Arc<tokio::sync::Semaphore>,
+    /// SQLite's group-commit writer ([`Db::write`]); `None` on PostgreSQL.
+    writer: Option<group::GroupWriter>,
 }
 
 impl fmt::Debug for Db {
@@ -286,10 +290,15 @@ impl Db {
             .test_on_check_out(url.backend() == Backend::Postgres)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build(Manager { url: url.clone() })?;
+        let writer = match url {
+            DatabaseUrl::Sqlite(_) => Some(group::GroupWriter::start(url)?),
+            DatabaseUrl::Postgres(_) => None,
+        };
         Ok(Self {
             pool,
             backend: url.backend(),
             gate: std::sync::Arc::new(tokio::sync::Semaphore::new(options.max_size as usize)),
+            writer,
         })
     }
 
@@ -341,6 +350,32 @@ impl Db {
             }
             DbError::Cancelled
         })?
+    }
+
+    /// Runs `body` in a write transaction ([`write_transaction`]) and returns its outcome once
+    /// committed. On SQLite the transactions waiting at the same moment are committed together
+    /// (group commit, `db/group.rs`): `body` then runs in a savepoint of the shared transaction,
+    /// and runs again alone, in a transaction of its own, if that one cannot commit. So `body`
+    /// is a transaction's body only: it may run more than once and must not act outside the
+    /// database. On PostgreSQL, whose connections write concurrently, it is
+    /// [`Db::run`] with [`write_transaction`].
+    pub async fn write<T, F>(&self, mut body: F) -> Result<T, DbError>
+    where
+        F: FnMut(&mut AnyConnection) -> Result<T, DbError> + Send + 'static,
+        T: Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.write(body).await,
+            None => {
+                self.run(move |conn| write_transaction(conn, &mut body))
+                    .await
+            }
+        }
+    }
+
+    /// The SQLite writer's counters (`None` on PostgreSQL).
+    pub fn group_stats(&self) -> Option<&GroupStats> {
+        self.writer.as_ref().map(group::GroupWriter::stats)
     }
 
     /// `SELECT 1` through the pool: the readiness check.

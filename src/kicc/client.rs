@@ -223,31 +223,13 @@ pub struct Completion {
     /// For the log line if it cannot be written.
     api: Api,
     key: String,
-    response_body: Option<String>,
-    http_status: Option<i32>,
-    outcome: &'static str,
-    res_cd: Option<String>,
-    res_msg: Option<String>,
-    pg_cno: Option<String>,
-    latency_ms: i64,
+    done: CallCompletion,
 }
 
 impl Completion {
     /// Completes the call's row, inside the caller's write transaction.
     pub fn write(&self, conn: &mut AnyConnection) -> Result<(), DbError> {
-        gateway_calls::complete_in_tx(
-            conn,
-            self.call_id,
-            &CallCompletion {
-                response_body: self.response_body.as_deref(),
-                http_status: self.http_status,
-                outcome: self.outcome,
-                res_cd: self.res_cd.as_deref(),
-                res_msg: self.res_msg.as_deref(),
-                pg_cno: self.pg_cno.as_deref(),
-                latency_ms: self.latency_ms,
-            },
-        )
+        gateway_calls::complete_in_tx(conn, self.call_id, &self.done)
     }
 }
 
@@ -587,7 +569,15 @@ impl KiccClient {
                 .unwrap_or_default(),
             latency.as_millis()
         );
-        let latency_ms = i64::try_from(latency.as_millis()).unwrap_or(i64::MAX);
+        let done = CallCompletion {
+            response_body,
+            http_status,
+            outcome: label,
+            res_cd: summary.res_cd,
+            res_msg,
+            pg_cno: summary.pg_cno,
+            latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
+        };
         let mut call = GatewayCall {
             call_id: exchange.call_id,
             shop_transaction_id: exchange.key.clone(),
@@ -605,13 +595,7 @@ impl KiccClient {
                 request_date: exchange.date,
                 request_body: exchange.redacted_request,
                 requested_at: exchange.requested_at,
-                response_body,
-                http_status,
-                outcome: label,
-                res_cd: summary.res_cd,
-                res_msg,
-                pg_cno: summary.pg_cno,
-                latency_ms,
+                ending: done,
                 completed_at: crate::db::now(),
             });
             return (call, None);
@@ -620,13 +604,7 @@ impl KiccClient {
             call_id,
             api,
             key: call.shop_transaction_id.clone(),
-            response_body,
-            http_status,
-            outcome: label,
-            res_cd: summary.res_cd,
-            res_msg,
-            pg_cno: summary.pg_cno,
-            latency_ms,
+            done,
         };
         (call, Some(completion))
     }

@@ -11,6 +11,7 @@ mod checkout;
 mod cli;
 mod contract;
 mod crash;
+mod group_commit;
 mod hardening;
 mod harness;
 mod kicc_client;

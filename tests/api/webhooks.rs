@@ -290,27 +290,56 @@ both_backends! {
     }
 
     async fn an_approval_notified_but_not_written_is_cancelled(test_db) {
-        let is_postgres = test_db.is_postgres();
-        let app = app(test_db).await;
-        let (no, pg_cno) = app.wechat_order(true).await;
         // The delivery is stored, but the order's update fails (spec 04 "DB Failure").
-        let sql: &[&str] = if is_postgres {
-            &["CREATE FUNCTION no_notes() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected: lock timeout'; END $$ LANGUAGE plpgsql",
-              "CREATE TRIGGER no_notes BEFORE INSERT ON order_events FOR EACH ROW WHEN (NEW.event = 'webhook_approval') EXECUTE FUNCTION no_notes()"]
-        } else {
-            &["CREATE TRIGGER no_notes BEFORE INSERT ON order_events WHEN NEW.event = 'webhook_approval' BEGIN SELECT RAISE(ABORT, 'injected: lock timeout'); END"]
-        };
-        {
-            let mut conn = app.db.get().unwrap();
-            for s in sql {
-                diesel::sql_query(*s).execute(&mut *conn).unwrap();
-            }
-        }
-        let (_, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
-        assert_eq!(ack["resCd"], "5001");
-        app.until_status(&no, "cancelled").await;
-        assert_eq!(app.sandbox_status(&pg_cno).await, "TS02");
+        approval_lost_is_cancelled(test_db, &[
+            "CREATE FUNCTION no_notes() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected: lock timeout'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER no_notes BEFORE INSERT ON order_events FOR EACH ROW WHEN (NEW.event = 'webhook_approval') EXECUTE FUNCTION no_notes()",
+        ], &[
+            "CREATE TRIGGER no_notes BEFORE INSERT ON order_events WHEN NEW.event = 'webhook_approval' BEGIN SELECT RAISE(ABORT, 'injected: lock timeout'); END",
+        ]).await;
     }
+
+    async fn an_approval_applied_but_not_committed_is_cancelled(test_db) {
+        // Every statement of the delivery succeeds, but its commit fails (a foreign key checked
+        // only at COMMIT): the order update is lost all the same (spec 04 "DB Failure").
+        approval_lost_is_cancelled(test_db, &[
+            "CREATE TABLE commit_guard (parent BIGINT REFERENCES orders (id) DEFERRABLE INITIALLY DEFERRED)",
+            "CREATE FUNCTION break_commit() RETURNS trigger AS $$ BEGIN INSERT INTO commit_guard VALUES (-1); RETURN NEW; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER break_commit AFTER INSERT ON order_events FOR EACH ROW WHEN (NEW.event = 'webhook_approval') EXECUTE FUNCTION break_commit()",
+        ], &[
+            "CREATE TABLE commit_guard (parent INTEGER REFERENCES orders (id) DEFERRABLE INITIALLY DEFERRED)",
+            "CREATE TRIGGER break_commit AFTER INSERT ON order_events WHEN NEW.event = 'webhook_approval' BEGIN INSERT INTO commit_guard VALUES (-1); END",
+        ]).await;
+    }
+}
+
+/// Injects a failure (`postgres` or `sqlite` statements) into writing an approval notification,
+/// delivers one, and expects a non-0000 ack and the payment cancelled at KICC (spec 04 "DB
+/// Failure").
+async fn approval_lost_is_cancelled(test_db: TestDb, postgres: &[&str], sqlite: &[&str]) {
+    let sql = if test_db.is_postgres() {
+        postgres
+    } else {
+        sqlite
+    };
+    let app = app(test_db).await;
+    let (no, pg_cno) = app.wechat_order(true).await;
+    {
+        let mut conn = app.db.get().unwrap();
+        for s in sql {
+            diesel::sql_query(*s).execute(&mut *conn).unwrap();
+        }
+    }
+    let (_, ack) = app
+        .notify(
+            "/webhooks/kicc/payment",
+            &approval_body(&no, &pg_cno, 24000, "KRW"),
+            Some(KICC_IP),
+        )
+        .await;
+    assert_eq!(ack["resCd"], "5001");
+    app.until_status(&no, "cancelled").await;
+    assert_eq!(app.sandbox_status(&pg_cno).await, "TS02");
 }
 
 /// 15 copies of the same approval notification at once, plus the shopper's returnUrl at the same
