@@ -363,6 +363,13 @@ impl Checkout {
                     completion.write(conn)?;
                 }
                 let outcome = orders::transition_in_tx(conn, &t)?;
+                if let TransitionOutcome::Lost { current } = &outcome {
+                    // Another path (the notification's status check, the reconciler, a second
+                    // instance) moved the order first. What this one learnt — a verified reply,
+                    // say — still belongs on the timeline, beside the transition that won.
+                    let note = format!("{}; not applied: the order is already {current}", t.cause);
+                    orders::add_note(conn, id, "not_applied", &note)?;
+                }
                 let order = orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)?;
                 Ok((outcome, order))
             })

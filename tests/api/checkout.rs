@@ -395,6 +395,37 @@ both_backends! {
         assert_eq!(app.trade(&pg_cno).await["statusCode"], "TS02");
     }
 
+    async fn an_approval_reply_after_the_notification_won_is_still_on_the_timeline(test_db) {
+        // The sandbox approves at once, notifies at once and replies 4 s later: the notification's
+        // status check marks the order paid first. The approval reply, verified, then loses the
+        // race; it must not move the order again, and what it proved still shows on the timeline.
+        let app = app_with(test_db, &[("KICC_TIMEOUT_SECS", "10")]).await;
+        let created = app.api_order("wechat", "pc", "KRW").await;
+        let (no, pg_cno) = (created["shopOrderNo"].as_str().unwrap().to_owned(), created["pgCno"].as_str().unwrap().to_owned());
+        app.scenario(&no, "approval_late", 4000).await;
+        let form = app.pay_wechat(&pg_cno, "pay").await;
+        let returning = {
+            let (client, form) = (app.client.clone(), form.clone());
+            tokio::spawn(async move { client.post(&form.0).form(&form.1).send().await.unwrap().status().as_u16() })
+        };
+        let mut paid_before_the_reply = false;
+        for _ in 0..60 {
+            if app.order(&no).await["status"] == "paid" {
+                paid_before_the_reply = !returning.is_finished();
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(paid_before_the_reply, "{}", app.causes(&no));
+        assert_eq!(returning.await.unwrap(), 303);
+        let causes = app.causes(&no);
+        assert!(causes.contains("approval notification confirmed"), "{causes}");
+        assert!(causes.contains("msgAuthValue valid; not applied: the order is already paid"), "{causes}");
+        assert_eq!(app.timeline(&no).iter().filter(|e| *e == "payment_confirmed").count(), 1, "{causes}");
+        assert_eq!(app.order(&no).await["status"], "paid");
+        assert_eq!(app.trade(&pg_cno).await["statusCode"], "TS01");
+    }
+
     async fn a_kiccpay_timeout_is_net_cancelled(test_db) {
         let app = app_with(test_db, &[("KICC_TIMEOUT_SECS", "1")]).await;
         let created = app.api_order("kiccpay", "pc", "KRW").await;
