@@ -163,6 +163,7 @@ impl Application {
             config.checkout_rate_limit,
             std::time::Duration::from_secs(60),
         );
+        let metrics = Arc::new(Metrics::new(db.group_stats()));
         let state = web::Data::new(AppState {
             admin,
             checkout_limit,
@@ -175,7 +176,7 @@ impl Application {
             qr: Default::default(),
             db,
             config: Arc::new(config),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             base_url,
         });
         let app_state = state.clone();

@@ -119,6 +119,53 @@ def measured(proc, fn, phase=None):
     return result
 
 
+WRITER_HISTOGRAMS = ("batch_size", "bodies_seconds", "commit_seconds")
+
+
+def writer_metrics(base):
+    """The SQLite writer's histograms from /metrics (empty on PostgreSQL, which has no writer)."""
+    status, body = Http(base).call("GET", "/metrics")
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith("sqlite_writer_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def writer_profile(before, after):
+    """Per writer histogram over one phase: count, mean, p50/p99 (as bucket bounds) and how
+    many samples fell above 5 ms (the stalls that make a webhook's p99)."""
+    out = {}
+    for metric in WRITER_HISTOGRAMS:
+        base = f"sqlite_writer_{metric}"
+        delta = lambda k: after.get(k, 0.0) - before.get(k, 0.0)
+        count = delta(f"{base}_count")
+        if count <= 0:
+            continue
+        buckets = sorted((float(re.search(r'le="([^"]+)"', k).group(1)), delta(k))
+                         for k in after if k.startswith(f"{base}_bucket"))
+        quantile = lambda q: next(le for le, n in buckets if n >= q * count)
+        row = {"count": int(count), "mean": delta(f"{base}_sum") / count,
+               "p50_le": quantile(0.5), "p99_le": quantile(0.99)}
+        if metric.endswith("_seconds"):
+            row["over_5ms"] = int(count - dict(buckets).get(0.005, 0.0))
+        out[metric] = row
+    return out
+
+
+def with_writer(app, fn):
+    """fn()'s result with the writer's profile over it (`writer`), logged."""
+    before = writer_metrics(app.base)
+    result = fn()
+    profile = writer_profile(before, writer_metrics(app.base))
+    if profile:
+        result["writer"] = profile
+        for metric, row in profile.items():
+            log(f"   writer {metric}: {json.dumps(row)}")
+    return result
+
+
 # ---- databases ---------------------------------------------------------------------------
 
 class Database:
@@ -320,7 +367,8 @@ def bench(backend, tmp):
     results["catalog"] = measured(app, lambda: wrk(f"{app.base}/", "benches/load/get.lua", 64),
                                   f"{backend}/catalog")
     log(f"== {backend}: checkout creation")
-    results["orders"] = measured(app, lambda: wrk(app.base, "benches/load/orders.lua", 64),
+    results["orders"] = measured(app, lambda: with_writer(app, lambda: wrk(
+                                     app.base, "benches/load/orders.lua", 64)),
                                  f"{backend}/orders")
 
     n = int(os.environ.get("LOAD_ORDERS", "20000"))
@@ -331,8 +379,9 @@ def bench(backend, tmp):
     approve_at_kicc(sandbox.base, orders)
     bodies, count = write_bodies(tmp, orders, 1, "distinct.jsonl")
     log(f"== {backend}: {count} distinct notifications")
-    distinct = measured(app, lambda: wrk(app.base, "benches/load/notify.lua", 64, seconds=120,
-                                         args=(bodies, "2", "once")),
+    distinct = measured(app, lambda: with_writer(app, lambda: wrk(
+                            app.base, "benches/load/notify.lua", 64, seconds=120,
+                            args=(bodies, "2", "once"))),
                         f"{backend}/webhooks_distinct")
     first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
     span = seconds_between(first, last)
@@ -340,9 +389,10 @@ def bench(backend, tmp):
     results["webhooks_distinct"] = distinct
     paid = until_paid(db, [o[0] for o in orders])
     log(f"== {backend}: {paid}/{len(orders)} paid; duplicates")
-    results["webhooks_duplicate"] = measured(app, lambda: wrk(app.base, "benches/load/notify.lua", 64,
-                                                             args=(bodies, "2", "cycle")),
-                                           f"{backend}/webhooks_duplicate")
+    results["webhooks_duplicate"] = measured(app, lambda: with_writer(app, lambda: wrk(
+                                                 app.base, "benches/load/notify.lua", 64,
+                                                 args=(bodies, "2", "cycle"))),
+                                             f"{backend}/webhooks_duplicate")
     dup = results["webhooks_duplicate"]
     applied_col = "1" if backend == "sqlite" else "true"
     check = {

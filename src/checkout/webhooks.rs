@@ -215,8 +215,8 @@ impl Checkout {
                     pg_cno: pg_cno.as_deref(),
                     shop_order_no: shop_order_no.as_deref(),
                 };
-                // A refusal, or a delivery whose key was applied before (KICC's resends):
-                // the answer is known, so it is stored with the delivery in one insert.
+                // A refusal: the answer is known, so it is stored with the delivery in one
+                // insert.
                 if let (Some(cd), Some(body)) = (&refusal_cd, &refusal_body) {
                     let answered = Answered {
                         outcome: refused_as,
@@ -226,21 +226,27 @@ impl Checkout {
                     webhook_deliveries::insert_answered(conn, &new, answered)?;
                     return Ok(Stage::Refused);
                 }
+                // Stored, and answered at once when its key was applied before (KICC's
+                // resends), in one statement.
                 let n = n.as_ref().expect("parsed when not refused");
-                if webhook_deliveries::already_applied(conn, n.kind(), n.dedupe_key())? {
-                    let answered = Answered {
-                        outcome: "duplicate",
-                        ack_res_cd: &ok_cd,
-                        ack_body: &ok_body,
-                    };
-                    webhook_deliveries::insert_answered(conn, &new, answered)?;
+                let duplicate = Answered {
+                    outcome: "duplicate",
+                    ack_res_cd: &ok_cd,
+                    ack_body: &ok_body,
+                };
+                let (id, was_applied) = webhook_deliveries::insert_unless_applied(
+                    conn,
+                    &new,
+                    n.dedupe_key(),
+                    duplicate,
+                )?;
+                if was_applied {
                     return Ok(Stage::Applied(Processed {
                         outcome: "duplicate",
                         order_id: None,
                         follow_up: FollowUp::None,
                     }));
                 }
-                let id = webhook_deliveries::insert(conn, &new)?;
                 reached.store(true, std::sync::atomic::Ordering::Relaxed);
                 let applied = write_transaction(conn, |conn| {
                     let processed = apply(conn, id, n)?;

@@ -20,9 +20,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 
 use diesel::Connection;
 use diesel::connection::TransactionManager;
+use prometheus::{Histogram, HistogramOpts};
 use tokio::sync::oneshot;
 
 use super::{AnyConnection, DatabaseUrl, DbError, Manager, write_transaction};
@@ -74,12 +76,53 @@ where
 }
 
 /// Counters for `/metrics` and tests: transactions committed by the writer and the bodies
-/// they carried.
-#[derive(Debug, Default)]
+/// they carried, and where the writer's time goes (the profile of the webhook tail,
+/// docs/BENCHMARKS.md).
+#[derive(Debug)]
 pub struct GroupStats {
     queued: AtomicU64,
     commits: AtomicU64,
     writes: AtomicU64,
+    /// Bodies per batch.
+    batch_size: Histogram,
+    /// From `BEGIN IMMEDIATE` to the last body's end: the work.
+    bodies_seconds: Histogram,
+    /// The `COMMIT` alone: the WAL frames written (no sync under `synchronous = NORMAL`), and
+    /// in the commit that crosses 1,000 WAL frames SQLite's automatic checkpoint: the WAL copied
+    /// back into the database and both files synced.
+    commit_seconds: Histogram,
+}
+
+impl Default for GroupStats {
+    fn default() -> Self {
+        const SECONDS: [f64; 12] = [
+            0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.05, 0.1, 0.5,
+        ];
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                .expect("valid metric")
+        };
+        Self {
+            queued: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            batch_size: histogram(
+                "sqlite_writer_batch_size",
+                "Write transactions carried by one group commit",
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0],
+            ),
+            bodies_seconds: histogram(
+                "sqlite_writer_bodies_seconds",
+                "Time a group commit spends running its bodies",
+                &SECONDS,
+            ),
+            commit_seconds: histogram(
+                "sqlite_writer_commit_seconds",
+                "Time of a group commit's COMMIT (with SQLite's automatic checkpoint when due)",
+                &SECONDS,
+            ),
+        }
+    }
 }
 
 impl GroupStats {
@@ -94,6 +137,14 @@ impl GroupStats {
             self.commits.load(Ordering::Relaxed),
             self.writes.load(Ordering::Relaxed),
         )
+    }
+
+    /// The histograms, for a Prometheus registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        [&self.batch_size, &self.bodies_seconds, &self.commit_seconds]
+            .into_iter()
+            .map(|h| Box::new(h.clone()) as Box<dyn prometheus::core::Collector>)
+            .collect()
     }
 }
 
@@ -144,8 +195,9 @@ impl GroupWriter {
 
 /// The writer thread's state: its own connection (outside the pool, so it never waits for
 /// one), opened again after anything leaves it in doubt. It keeps SQLite's automatic checkpoint
-/// (the commit that crosses 1,000 WAL pages copies them back): a checkpointer thread beside it
-/// was measured and dropped (docs/BENCHMARKS.md, "Tried and dropped").
+/// (the commit that crosses 1,000 WAL pages copies them back). Two other places for it were
+/// measured and dropped (docs/BENCHMARKS.md, "Tried and dropped"): a checkpointer thread beside
+/// the writer, and the writer itself checkpointing after it has answered a batch.
 struct Writer {
     url: DatabaseUrl,
     conn: Option<AnyConnection>,
@@ -165,6 +217,7 @@ impl Writer {
         while let Ok(first) = waiting.recv() {
             let mut batch = vec![first];
             batch.extend(waiting.try_iter().take(MAX_BATCH - 1));
+            self.stats.batch_size.observe(batch.len() as f64);
             self.commit(&mut batch);
             for task in batch {
                 task.answer();
@@ -212,6 +265,7 @@ impl Writer {
     /// bodies that panicked.
     fn together(&mut self, batch: &mut [Box<dyn Pending>]) -> Result<(), (DbError, Vec<usize>)> {
         let conn = self.connection().map_err(|e| (e, Vec::new()))?;
+        let start = Instant::now();
         let mut panicked = Vec::new();
         let committed = write_transaction(conn, |conn| {
             for (index, task) in batch.iter_mut().enumerate() {
@@ -244,9 +298,11 @@ impl Writer {
                     ));
                 }
             }
-            Ok(())
+            Ok(Instant::now())
         });
-        committed.map_err(|e| (e, panicked))
+        committed
+            .map(|bodies_done| self.timed(start, bodies_done))
+            .map_err(|e| (e, panicked))
     }
 
     /// One body in a transaction of its own.
@@ -258,17 +314,21 @@ impl Writer {
                 return;
             }
         };
+        let start = Instant::now();
         let ran = catch_unwind(AssertUnwindSafe(|| {
             write_transaction(conn, |conn| {
                 if task.attempt(conn) {
-                    Ok(())
+                    Ok(Instant::now())
                 } else {
                     Err(Rollback::Body)
                 }
             })
         }));
         match ran {
-            Ok(Ok(())) => self.count(1, 1),
+            Ok(Ok(bodies_done)) => {
+                self.timed(start, bodies_done);
+                self.count(1, 1);
+            }
             // The body's own error is already kept.
             Ok(Err(Rollback::Body)) => {}
             Ok(Err(Rollback::Db(e))) => {
@@ -289,6 +349,18 @@ impl Writer {
         {
             self.conn = None;
         }
+    }
+
+    /// Records a committed transaction's times: its bodies, from `start`, and its `COMMIT`,
+    /// from `bodies_done` to now.
+    fn timed(&self, start: Instant, bodies_done: Instant) {
+        let stats = &self.stats;
+        stats
+            .bodies_seconds
+            .observe((bodies_done - start).as_secs_f64());
+        stats
+            .commit_seconds
+            .observe(bodies_done.elapsed().as_secs_f64());
     }
 
     fn count(&self, commits: u64, writes: u64) {

@@ -6,7 +6,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::fixed::{DeliveryApplied, DeliveryFinish};
+use super::fixed::{DeliveryApplied, DeliveryFinish, DeliveryInsert};
 use super::schema::webhook_deliveries;
 use super::{AnyConnection, DbError, now, on_backend};
 
@@ -74,23 +74,11 @@ pub struct Delivery {
     pub acked_at: Option<NaiveDateTime>,
 }
 
-pub fn insert(conn: &mut AnyConnection, new: &NewDelivery<'_>) -> Result<i64, DbError> {
-    insert_row(conn, new, None)
-}
-
 /// Stores a delivery already answered (see [`Answered`]).
 pub fn insert_answered(
     conn: &mut AnyConnection,
     new: &NewDelivery<'_>,
     answered: Answered<'_>,
-) -> Result<i64, DbError> {
-    insert_row(conn, new, Some(answered))
-}
-
-fn insert_row(
-    conn: &mut AnyConnection,
-    new: &NewDelivery<'_>,
-    answered: Option<Answered<'_>>,
 ) -> Result<i64, DbError> {
     let at = now();
     let row = NewRow {
@@ -104,10 +92,10 @@ fn insert_row(
         pg_cno: new.pg_cno,
         shop_order_no: new.shop_order_no,
         applied: false,
-        outcome: answered.map(|a| a.outcome),
-        ack_res_cd: answered.map(|a| a.ack_res_cd),
-        ack_body: answered.map(|a| a.ack_body),
-        acked_at: answered.map(|_| at),
+        outcome: Some(answered.outcome),
+        ack_res_cd: Some(answered.ack_res_cd),
+        ack_body: Some(answered.ack_body),
+        acked_at: Some(at),
     };
     Ok(
         on_backend!(conn, c => diesel::insert_into(webhook_deliveries::table)
@@ -117,20 +105,28 @@ fn insert_row(
     )
 }
 
-/// Whether a delivery with this key was already applied.
-pub fn already_applied(
+/// Stores a parsed delivery whose key is `dedupe_key`: answered as `duplicate` when a delivery
+/// of that key was already applied (KICC's resends), unanswered otherwise. One statement
+/// ([`DeliveryInsert`]); returns the row's id and whether it was a duplicate.
+pub fn insert_unless_applied(
     conn: &mut AnyConnection,
-    kind: &str,
+    new: &NewDelivery<'_>,
     dedupe_key: &str,
-) -> Result<bool, DbError> {
-    let found: Option<i64> = on_backend!(conn, c => webhook_deliveries::table
-        .filter(webhook_deliveries::kind.eq(kind))
-        .filter(webhook_deliveries::dedupe_key.eq(dedupe_key))
-        .filter(webhook_deliveries::applied.eq(true))
-        .select(webhook_deliveries::id)
-        .get_result(c)
-        .optional())?;
-    Ok(found.is_some())
+    duplicate: Answered<'_>,
+) -> Result<(i64, bool), DbError> {
+    let insert = DeliveryInsert {
+        kind: new.kind,
+        route: new.route,
+        source_ip: new.source_ip,
+        headers: new.headers,
+        body: new.body,
+        at: now(),
+        dedupe_key,
+        pg_cno: new.pg_cno,
+        shop_order_no: new.shop_order_no,
+        duplicate: [duplicate.outcome, duplicate.ack_res_cd, duplicate.ack_body],
+    };
+    Ok(on_backend!(conn, c => insert.get_result::<(i64, bool)>(c))?)
 }
 
 /// Claims the delivery's effect: fails with a unique violation when another delivery of the

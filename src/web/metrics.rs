@@ -1,4 +1,5 @@
-//! Prometheus metrics: requests by route and status, latency histogram, DB pool state.
+//! Prometheus metrics: requests by route and status, latency histogram, DB pool state, and the
+//! SQLite writer's batch sizes and times.
 
 use std::time::Instant;
 
@@ -11,7 +12,7 @@ use prometheus::{
 };
 
 use super::AppState;
-use crate::db::Db;
+use crate::db::{Db, GroupStats};
 
 /// The app's own registry (not the global one, so several apps in one test process are apart).
 pub struct Metrics {
@@ -37,14 +38,9 @@ pub struct Snapshot {
     pub reconciler: (u64, u64),
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Self {
+    /// The app's metrics, with the SQLite writer's histograms when there is one.
+    pub fn new(writer: Option<&GroupStats>) -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -101,7 +97,10 @@ impl Metrics {
             Box::new(pool_connections.clone()),
             Box::new(pool_idle.clone()),
             Box::new(pool_max.clone()),
-        ] {
+        ]
+        .into_iter()
+        .chain(writer.map(GroupStats::collectors).unwrap_or_default())
+        {
             registry
                 .register(collector)
                 .expect("metric registered once");

@@ -42,6 +42,12 @@ both_backends! {
         assert!(metrics.contains("http_request_duration_seconds_bucket"));
         assert!(metrics.contains("db_pool_max_connections 8"));
         assert!(metrics.contains("db_pool_connections "));
+        // The SQLite writer's profile (docs/BENCHMARKS.md); PostgreSQL has no writer.
+        let sqlite = body["backend"] == "sqlite";
+        for histogram in ["batch_size", "bodies_seconds", "commit_seconds"] {
+            let bucket = format!("sqlite_writer_{histogram}_bucket");
+            assert_eq!(metrics.contains(&bucket), sqlite, "{bucket}: {metrics}");
+        }
     }
 }
 
