@@ -369,6 +369,9 @@ impl Checkout {
                     // say — still belongs on the timeline, beside the transition that won.
                     let note = format!("{}; not applied: the order is already {current}", t.cause);
                     orders::add_note(conn, id, "not_applied", &note)?;
+                    if *current == OrderStatus::Paid {
+                        orders::fill_approval(conn, id, &t.patch)?;
+                    }
                 }
                 let order = orders::find_by_id(conn, id)?.ok_or(DbError::NotFound)?;
                 Ok((outcome, order))

@@ -530,3 +530,23 @@ pub fn find_by_pg_cno(conn: &mut AnyConnection, pg_cno: &str) -> Result<Option<O
     .map(Order::try_from)
     .transpose()
 }
+
+/// Fills the approval number of a paid order that has none yet: the approval reply that lost
+/// its race to the notification's status check (whose reply carries the approval date but not
+/// the number) still gives the receipt its approval number. Never overwrites a stored one.
+pub fn fill_approval(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    patch: &OrderPatch,
+) -> Result<(), DbError> {
+    let Some(no) = &patch.approval_no else {
+        return Ok(());
+    };
+    on_backend!(conn, c => diesel::update(orders::table
+        .filter(orders::id.eq(order_id))
+        .filter(orders::status.eq(OrderStatus::Paid.as_str()))
+        .filter(orders::approval_no.is_null()))
+        .set(orders::approval_no.eq(no))
+        .execute(c))?;
+    Ok(())
+}

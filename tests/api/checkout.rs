@@ -424,6 +424,9 @@ both_backends! {
         assert_eq!(app.timeline(&no).iter().filter(|e| *e == "payment_confirmed").count(), 1, "{causes}");
         assert_eq!(app.order(&no).await["status"], "paid");
         assert_eq!(app.trade(&pg_cno).await["statusCode"], "TS01");
+        // The receipt still shows the approval number, which only the approval reply carries.
+        let receipt = app.get(&format!("/orders/{no}")).await.text().await.unwrap();
+        assert!(receipt.contains("Approval number"), "{receipt}");
     }
 
     async fn a_kiccpay_timeout_is_net_cancelled(test_db) {
