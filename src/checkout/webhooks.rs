@@ -90,6 +90,17 @@ struct Processed {
     follow_up: FollowUp,
 }
 
+impl Processed {
+    /// A delivery whose key another delivery applied: acked, no second effect.
+    fn duplicate() -> Self {
+        Self {
+            outcome: "duplicate",
+            order_id: None,
+            follow_up: FollowUp::None,
+        }
+    }
+}
+
 enum Failure {
     Duplicate,
     Db(DbError),
@@ -241,11 +252,7 @@ impl Checkout {
                     duplicate,
                 )?;
                 if was_applied {
-                    return Ok(Stage::Applied(Processed {
-                        outcome: "duplicate",
-                        order_id: None,
-                        follow_up: FollowUp::None,
-                    }));
+                    return Ok(Stage::Applied(Processed::duplicate()));
                 }
                 reached.store(true, std::sync::atomic::Ordering::Relaxed);
                 let applied = write_transaction(conn, |conn| {
@@ -266,11 +273,7 @@ impl Checkout {
                         // Applied by another delivery of the same key: acked, no second
                         // effect.
                         webhook_deliveries::finish(conn, id, "duplicate", None, &ok_cd, &ok_body)?;
-                        Ok(Stage::Applied(Processed {
-                            outcome: "duplicate",
-                            order_id: None,
-                            follow_up: FollowUp::None,
-                        }))
+                        Ok(Stage::Applied(Processed::duplicate()))
                     }
                     Err(Failure::Db(e)) => {
                         webhook_deliveries::finish(

@@ -642,11 +642,9 @@ impl KiccClient {
     where
         R: Reply + DeserializeOwned,
     {
-        let exchange = self
-            .send(Request::new(api, order_id, key, date, body))
-            .await?;
-        let (outcome, summary) = interpret(&exchange.reply, accept);
-        Ok(self.finish(api, exchange, outcome, summary).await)
+        let request = Request::new(api, order_id, key, date, body);
+        self.exchange(request, |reply| interpret(reply, accept))
+            .await
     }
 
     /// Records, sends, interprets and completes a prepared call, like [`Self::call`].
@@ -654,10 +652,19 @@ impl KiccClient {
         &self,
         prepared: PreparedCall<T>,
     ) -> Result<GatewayCall<T>, ClientError> {
-        let PreparedCall { request, interpret } = prepared;
+        self.exchange(prepared.request, prepared.interpret).await
+    }
+
+    /// What [`Self::call`] and [`Self::call_prepared`] share: record and send the request,
+    /// read the reply with `read`, complete the row.
+    async fn exchange<T>(
+        &self,
+        request: Request,
+        read: impl FnOnce(&RawReply) -> (Outcome<T>, Summary),
+    ) -> Result<GatewayCall<T>, ClientError> {
         let api = request.api;
         let exchange = self.send(request).await?;
-        let (outcome, summary) = interpret(&exchange.reply);
+        let (outcome, summary) = read(&exchange.reply);
         Ok(self.finish(api, exchange, outcome, summary).await)
     }
 
