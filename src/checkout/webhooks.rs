@@ -19,7 +19,10 @@ use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::webhook::{
     CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
 };
-use crate::kicc::{Outcome, TradeStatus};
+use crate::kicc::{
+    ClientError, Completion, GatewayCall, KiccClient, Outcome, PaymentStatus, RecordedFind,
+    TradeStatus,
+};
 
 /// Largest body accepted (spec bodies are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -71,9 +74,10 @@ impl Ack {
 #[derive(Debug, Clone)]
 pub enum FollowUp {
     None,
-    /// Confirm a notified approval with the status check, then mark the order paid.
+    /// Send the status check confirming a notified approval (recorded in the delivery's
+    /// transaction), then mark the order paid.
     ConfirmPayment {
-        order_id: i64,
+        check: RecordedFind,
     },
     /// Make the first attempt of a compensating cancel.
     Compensate {
@@ -86,6 +90,8 @@ pub enum FollowUp {
 /// How processing ended inside the transaction.
 struct Processed {
     outcome: &'static str,
+    /// The delivery claims its key's effect (stored with its ack: `webhook_deliveries::finish`).
+    applied: bool,
     order_id: Option<i64>,
     follow_up: FollowUp,
 }
@@ -95,6 +101,7 @@ impl Processed {
     fn duplicate() -> Self {
         Self {
             outcome: "duplicate",
+            applied: false,
             order_id: None,
             follow_up: FollowUp::None,
         }
@@ -212,6 +219,7 @@ impl Checkout {
         // that an approval may have been notified and not written (spec 04).
         let reached_apply = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reached = reached_apply.clone();
+        let kicc = self.kicc.clone();
         let result = self
             .db
             .write(move |conn| -> Result<Stage, DbError> {
@@ -255,15 +263,22 @@ impl Checkout {
                     return Ok(Stage::Applied(Processed::duplicate()));
                 }
                 reached.store(true, std::sync::atomic::Ordering::Relaxed);
+                // The effect, then the claim of its key with the ack in one statement: a
+                // delivery of the same key applied first (or committing now) makes the claim
+                // fail, and the savepoint takes the effect back.
                 let applied = write_transaction(conn, |conn| {
-                    let processed = apply(conn, id, n)?;
+                    let processed = apply(conn, n, &kicc)?;
+                    let answered = Answered {
+                        outcome: processed.outcome,
+                        ack_res_cd: &ok_cd,
+                        ack_body: &ok_body,
+                    };
                     webhook_deliveries::finish(
                         conn,
                         id,
-                        processed.outcome,
+                        answered,
+                        processed.applied,
                         processed.order_id,
-                        &ok_cd,
-                        &ok_body,
                     )?;
                     Ok::<_, Failure>(processed)
                 });
@@ -272,18 +287,16 @@ impl Checkout {
                     Err(Failure::Duplicate) => {
                         // Applied by another delivery of the same key: acked, no second
                         // effect.
-                        webhook_deliveries::finish(conn, id, "duplicate", None, &ok_cd, &ok_body)?;
+                        webhook_deliveries::finish(conn, id, duplicate, false, None)?;
                         Ok(Stage::Applied(Processed::duplicate()))
                     }
                     Err(Failure::Db(e)) => {
-                        webhook_deliveries::finish(
-                            conn,
-                            id,
-                            "failed",
-                            None,
-                            &failed_cd,
-                            &failed_body,
-                        )?;
+                        let failed = Answered {
+                            outcome: "failed",
+                            ack_res_cd: &failed_cd,
+                            ack_body: &failed_body,
+                        };
+                        webhook_deliveries::finish(conn, id, failed, false, None)?;
                         Ok(Stage::Failed(e))
                     }
                 }
@@ -403,8 +416,9 @@ impl Checkout {
     async fn run_follow_up(&self, follow_up: FollowUp) {
         match follow_up {
             FollowUp::None => {}
-            FollowUp::ConfirmPayment { order_id } => {
-                if let Err(e) = self.confirm_notified_payment(order_id).await {
+            FollowUp::ConfirmPayment { check } => {
+                let order_id = check.order_id();
+                if let Err(e) = self.confirm_recorded_check(check).await {
                     log::warn!("order {order_id}: notified approval not confirmed yet: {e}");
                 }
             }
@@ -439,10 +453,7 @@ impl Checkout {
             .db
             .write(move |conn| {
                 let order = orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound)?;
-                let waiting = matches!(
-                    order.status,
-                    OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
-                );
+                let waiting = waits_for_approval(order.status);
                 let (true, Some(pg_cno)) = (waiting, order.pg_cno.as_deref()) else {
                     return Ok((order, None));
                 };
@@ -457,8 +468,44 @@ impl Checkout {
             return Ok(order);
         };
         let (call, completion) = self.kicc.send_recorded(call).await;
+        self.settle_notified(order, call, completion).await
+    }
+
+    /// Sends a notified approval's status check, recorded in the delivery's own transaction
+    /// (so the ack's commit is also the check's record, DESIGN §4), and marks the order paid
+    /// when it finds the approval (spec 04). The order is read after the reply.
+    async fn confirm_recorded_check(&self, check: RecordedFind) -> Result<Order, DbError> {
+        let order_id = check.order_id();
+        let (call, completion) = self.kicc.send_wechat_find(check).await;
+        let order = self
+            .db
+            .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
+            .await;
+        match order {
+            Ok(order) => self.settle_notified(order, call, completion).await,
+            Err(e) => {
+                self.kicc.write_completion(completion).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// What a notified approval's status check found: an approval of an order still waiting
+    /// is settled (amounts compared again; a difference is cancelled). Otherwise, or when the
+    /// order stopped waiting meanwhile (its returnUrl approval finished it), only the call's
+    /// ending is written.
+    async fn settle_notified(
+        &self,
+        order: Order,
+        call: GatewayCall<PaymentStatus>,
+        completion: Completion,
+    ) -> Result<Order, DbError> {
         let status = match call.outcome {
-            Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
+            Outcome::Accepted(status)
+                if status.status == TradeStatus::Approved && waits_for_approval(order.status) =>
+            {
+                status
+            }
             _ => {
                 self.kicc.write_completion(completion).await;
                 return Ok(order);
@@ -480,23 +527,33 @@ impl Checkout {
     }
 }
 
+/// Whether an order still waits for its approval (a notified one is confirmed then).
+fn waits_for_approval(status: OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
+    )
+}
+
 /// Applies a notification inside the caller's transaction, which has already found no applied
-/// delivery of its key (`receive_notification`). One applied by a concurrent transaction since
-/// surfaces as `Failure::Duplicate`, through the unique index on applied keys.
+/// delivery of its key (`receive_notification`). What it returns with `applied` claims the key
+/// when the ack is stored; one applied by a concurrent transaction since surfaces there as
+/// `Failure::Duplicate`, through the unique index on applied keys.
 fn apply(
     conn: &mut AnyConnection,
-    id: i64,
     notification: &Notification,
+    kicc: &KiccClient,
 ) -> Result<Processed, Failure> {
     match notification {
-        Notification::Payment(p) => apply_payment(conn, id, p),
-        Notification::Cancel(c) => apply_cancel(conn, id, c),
+        Notification::Payment(p) => apply_payment(conn, p, kicc),
+        Notification::Cancel(c) => apply_cancel(conn, c),
     }
 }
 
 fn unmatched() -> Result<Processed, Failure> {
     Ok(Processed {
         outcome: "unmatched",
+        applied: false,
         order_id: None,
         follow_up: FollowUp::None,
     })
@@ -514,8 +571,8 @@ fn note(
 
 fn apply_payment(
     conn: &mut AnyConnection,
-    id: i64,
     p: &PaymentNotification,
+    kicc: &KiccClient,
 ) -> Result<Processed, Failure> {
     // Spec 04: find the order by shopOrderNo and pgCno.
     let by_number = match p.shop_order_no.as_deref().map(ShopOrderNo::parse) {
@@ -541,20 +598,17 @@ fn apply_payment(
         )?;
         return unmatched();
     }
-    webhook_deliveries::mark_applied(conn, id)?;
     let done = |outcome, follow_up| {
         Ok(Processed {
             outcome,
+            applied: true,
             order_id: Some(order.id),
             follow_up,
         })
     };
     if p.res_cd != "0000" {
         let cause = format!("approval notification: resCd {} — {}", p.res_cd, p.res_msg);
-        if matches!(
-            order.status,
-            OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
-        ) {
+        if waits_for_approval(order.status) {
             orders::transition(
                 conn,
                 &Transition::new(order.id, order.status, OrderEvent::PaymentFailed, cause),
@@ -632,7 +686,23 @@ fn apply_payment(
                     p.pg_cno, order.amount
                 ),
             )?;
-            done("accepted", FollowUp::ConfirmPayment { order_id: order.id })
+            // The check is recorded here, committed with the ack, and sent after the ack
+            // (DESIGN §4: a call's row is committed before it leaves). Without a pgCno on the
+            // order there is nothing to check yet; the reconciler comes back to it.
+            let check = match order.pg_cno.as_deref() {
+                Some(pg_cno) => match kicc.record_wechat_find(conn, order.id, pg_cno) {
+                    Ok(check) => Some(check),
+                    Err(ClientError::Record(e)) => return Err(e.into()),
+                    Err(e) => {
+                        log::warn!("order {}: status check not possible: {e}", order.id);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let follow_up =
+                check.map_or(FollowUp::None, |check| FollowUp::ConfirmPayment { check });
+            done("accepted", follow_up)
         }
         status => {
             note(
@@ -649,11 +719,7 @@ fn apply_payment(
     }
 }
 
-fn apply_cancel(
-    conn: &mut AnyConnection,
-    id: i64,
-    c: &CancelNotification,
-) -> Result<Processed, Failure> {
+fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Processed, Failure> {
     let by_pg_cno = match c.pg_cno.as_deref() {
         Some(pg_cno) => orders::find_by_pg_cno(conn, pg_cno)?,
         None => None,
@@ -668,10 +734,10 @@ fn apply_cancel(
     let Some(order) = order else {
         return unmatched();
     };
-    webhook_deliveries::mark_applied(conn, id)?;
     let done = || {
         Ok(Processed {
             outcome: "applied",
+            applied: true,
             order_id: Some(order.id),
             follow_up: FollowUp::None,
         })

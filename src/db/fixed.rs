@@ -144,10 +144,14 @@ both_backends!(impl['a,] CallCompletionUpdate<'a>, id = CallCompletionUpdate<'st
     Ok(())
 });
 
-/// A delivery's handling and ack:
-/// `UPDATE webhook_deliveries SET outcome, order_id, ack_res_cd, ack_body, acked_at WHERE id`.
+/// A delivery's handling and ack, and whether it claims its key's effect:
+/// `UPDATE webhook_deliveries SET applied, outcome, order_id, ack_res_cd, ack_body, acked_at
+/// WHERE id`. `applied = TRUE` is refused by the unique partial index on applied keys when
+/// another delivery of the key was applied first (also one committing concurrently): one
+/// statement for the claim and the ack, the last of the delivery's transaction.
 pub(super) struct DeliveryFinish<'a> {
     pub id: i64,
+    pub applied: bool,
     pub outcome: &'a str,
     pub order_id: Option<i64>,
     pub ack_res_cd: &'a str,
@@ -156,7 +160,9 @@ pub(super) struct DeliveryFinish<'a> {
 }
 
 both_backends!(impl['a,] DeliveryFinish<'a>, id = DeliveryFinish<'static>, |self, out| {
-    out.push_sql("UPDATE webhook_deliveries SET outcome = ");
+    out.push_sql("UPDATE webhook_deliveries SET applied = ");
+    out.push_bind_param::<diesel::sql_types::Bool, _>(&self.applied)?;
+    out.push_sql(", outcome = ");
     out.push_bind_param::<Text, str>(self.outcome)?;
     out.push_sql(", order_id = ");
     out.push_bind_param::<Nullable<BigInt>, _>(&self.order_id)?;
@@ -167,18 +173,6 @@ both_backends!(impl['a,] DeliveryFinish<'a>, id = DeliveryFinish<'static>, |self
     out.push_sql(", acked_at = ");
     out.push_bind_param::<Timestamp, _>(&self.at)?;
     out.push_sql(" WHERE id = ");
-    out.push_bind_param::<BigInt, _>(&self.id)?;
-    Ok(())
-});
-
-/// A delivery claims its key's effect: `UPDATE webhook_deliveries SET applied = TRUE WHERE id`
-/// (the unique partial index on applied keys refuses a second one).
-pub(super) struct DeliveryApplied {
-    pub id: i64,
-}
-
-both_backends!(impl[] DeliveryApplied, id = DeliveryApplied, |self, out| {
-    out.push_sql("UPDATE webhook_deliveries SET applied = TRUE WHERE id = ");
     out.push_bind_param::<BigInt, _>(&self.id)?;
     Ok(())
 });

@@ -29,7 +29,7 @@ pub mod webhook_deliveries;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -51,8 +51,53 @@ pub enum AnyConnection {
     Sqlite(SqliteConnection),
 }
 
+/// A pooled connection and when it last came back to the pool. Dereferences to
+/// [`AnyConnection`], so a pooled one is used like any other.
+pub struct PoolConn {
+    conn: AnyConnection,
+    returned: Option<Instant>,
+}
+
+impl std::ops::Deref for PoolConn {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PoolConn {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.conn
+    }
+}
+
+/// A PostgreSQL connection back in the pool less than this long ago is handed out without the
+/// `SELECT 1` test: under load that test was one round trip in every four of a one-row insert.
+/// HikariCP skips its alive-check the same way (`aliveBypassWindowMs`, 500 ms). A connection
+/// idle for longer, or new, is tested, and replaced if dead. One that dies within the window
+/// fails its next use, and is not reused: libpq then reports the connection's transaction
+/// state unknown, diesel marks its transaction manager broken, and [`Manager::has_broken`]
+/// drops it (`migrations::a_dead_postgres_connection_is_found_and_replaced`).
+const VALIDATION_BYPASS: Duration = Duration::from_millis(500);
+
 pub type Pool = r2d2::Pool<Manager>;
-pub type PooledConnection = r2d2::PooledConnection<Manager>;
+
+/// A connection out of the pool, for synchronous callers ([`Db::get`]); back in the pool when
+/// dropped.
+pub struct PooledConnection(r2d2::PooledConnection<Manager>);
+
+impl std::ops::Deref for PooledConnection {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.0.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.0.conn
+    }
+}
 
 /// Errors of the data layer.
 #[derive(Debug, thiserror::Error)]
@@ -210,21 +255,33 @@ impl Manager {
 }
 
 impl r2d2::ManageConnection for Manager {
-    type Connection = AnyConnection;
+    type Connection = PoolConn;
     type Error = DbError;
 
-    fn connect(&self) -> Result<AnyConnection, DbError> {
-        Self::open(&self.url)
+    fn connect(&self) -> Result<PoolConn, DbError> {
+        Ok(PoolConn {
+            conn: Self::open(&self.url)?,
+            returned: None,
+        })
     }
 
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), DbError> {
-        conn.batch_execute("SELECT 1").map_err(DbError::from)
+    /// Called at check-out (PostgreSQL only): `SELECT 1`, unless the connection came back
+    /// within [`VALIDATION_BYPASS`].
+    fn is_valid(&self, conn: &mut PoolConn) -> Result<(), DbError> {
+        if conn
+            .returned
+            .is_some_and(|t| t.elapsed() < VALIDATION_BYPASS)
+        {
+            return Ok(());
+        }
+        conn.conn.batch_execute("SELECT 1").map_err(DbError::from)
     }
 
     /// A connection returned while still inside a transaction (a panic mid-transaction) or with
-    /// a broken transaction manager is not reused.
-    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
-        let status = AnyConnection::transaction_manager_status_mut(conn);
+    /// a broken transaction manager (also a dead PostgreSQL connection) is not reused.
+    fn has_broken(&self, conn: &mut PoolConn) -> bool {
+        conn.returned = Some(Instant::now());
+        let status = AnyConnection::transaction_manager_status_mut(&mut conn.conn);
         !matches!(status.transaction_depth(), Ok(None))
     }
 }
@@ -285,8 +342,9 @@ impl Db {
             .min_idle(Some(options.max_size.min(2)))
             .connection_timeout(options.connection_timeout)
             // A PostgreSQL connection can die under us (server restart, failover); r2d2 checks
-            // it with `SELECT 1` when handed out and replaces a dead one. A SQLite file cannot,
-            // so SQLite skips the round trip.
+            // it when handed out and replaces a dead one (`Manager::is_valid`: `SELECT 1`
+            // unless it was in use moments ago without a failure). A SQLite file cannot, so
+            // SQLite skips the check.
             .test_on_check_out(url.backend() == Backend::Postgres)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build(Manager { url: url.clone() })?;
@@ -308,7 +366,7 @@ impl Db {
 
     /// A connection for synchronous callers (CLI commands, tests, the worker's blocking side).
     pub fn get(&self) -> Result<PooledConnection, DbError> {
-        Ok(self.pool.get()?)
+        Ok(PooledConnection(self.pool.get()?))
     }
 
     /// Pool state for `/metrics`: (open connections, idle connections, max size).

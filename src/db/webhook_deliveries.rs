@@ -6,7 +6,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::fixed::{DeliveryApplied, DeliveryFinish, DeliveryInsert};
+use super::fixed::{DeliveryFinish, DeliveryInsert};
 use super::schema::webhook_deliveries;
 use super::{AnyConnection, DbError, now, on_backend};
 
@@ -29,8 +29,8 @@ struct NewRow<'a> {
     acked_at: Option<NaiveDateTime>,
 }
 
-/// How a delivery was answered, when that is known before it is stored (a refusal, a
-/// duplicate): stored with the delivery in one insert instead of an insert and an update.
+/// How a delivery was answered: stored with the delivery in one insert when that is known
+/// before it is stored (a refusal, a duplicate), else by [`finish`].
 #[derive(Debug, Clone, Copy)]
 pub struct Answered<'a> {
     pub outcome: &'a str,
@@ -129,28 +129,23 @@ pub fn insert_unless_applied(
     Ok(on_backend!(conn, c => insert.get_result::<(i64, bool)>(c))?)
 }
 
-/// Claims the delivery's effect: fails with a unique violation when another delivery of the
-/// same key was applied first (also one committing concurrently).
-pub fn mark_applied(conn: &mut AnyConnection, id: i64) -> Result<(), DbError> {
-    on_backend!(conn, c => DeliveryApplied { id }.execute(c))?;
-    Ok(())
-}
-
-/// Records how a delivery was handled and what we answered.
+/// Records how a delivery was handled and what we answered; with `applied`, it also claims
+/// its key's effect, and fails with a unique violation when another delivery of the same key
+/// was applied first (also one committing concurrently).
 pub fn finish(
     conn: &mut AnyConnection,
     id: i64,
-    outcome: &str,
+    answered: Answered<'_>,
+    applied: bool,
     order_id: Option<i64>,
-    ack_res_cd: &str,
-    ack_body: &str,
 ) -> Result<(), DbError> {
     let update = DeliveryFinish {
         id,
-        outcome,
+        applied,
+        outcome: answered.outcome,
         order_id,
-        ack_res_cd,
-        ack_body,
+        ack_res_cd: answered.ack_res_cd,
+        ack_body: answered.ack_body,
         at: now(),
     };
     on_backend!(conn, c => update.execute(c))?;

@@ -213,6 +213,24 @@ pub struct RecordedCall<T> {
     call_id: i64,
 }
 
+/// A payment status check whose row is written ([`KiccClient::record_wechat_find`]), by
+/// reference: its row, its key and what it asks about, a few dozen bytes while it waits for
+/// its turn to be sent ([`KiccClient::send_wechat_find`]).
+#[derive(Debug, Clone)]
+pub struct RecordedFind {
+    call_id: i64,
+    order_id: i64,
+    key: String,
+    date: String,
+    pg_cno: String,
+}
+
+impl RecordedFind {
+    pub fn order_id(&self) -> i64 {
+        self.order_id
+    }
+}
+
 /// How a call ended, for the caller to write in its own write transaction
 /// ([`KiccClient::send_recorded`]). Until it is written, the call's row says "sent, no answer",
 /// which the reconciler treats as an unanswered call.
@@ -757,16 +775,78 @@ impl KiccClient {
         pg_cno: &str,
     ) -> Result<PreparedCall<PaymentStatus>, InvalidRequest> {
         let (key, date) = Self::fresh();
-        let request = wire::WechatFindRequest {
+        let request = self.wechat_find_wire(&key, pg_cno);
+        request.validate()?;
+        Ok(Self::wechat_find_prepared(
+            order_id, pg_cno, &request, key, date,
+        ))
+    }
+
+    /// The payment status check for an order's `pg_cno` (spec 06), built, checked and recorded
+    /// inside the caller's write transaction; send it with [`Self::send_wechat_find`] once that
+    /// commits. What comes back is the call's reference, not the built request: a burst of
+    /// notifications queues one per approval (docs/BENCHMARKS.md: RSS).
+    pub fn record_wechat_find(
+        &self,
+        conn: &mut AnyConnection,
+        order_id: i64,
+        pg_cno: &str,
+    ) -> Result<RecordedFind, ClientError> {
+        let (key, date) = Self::fresh();
+        let request = self.wechat_find_wire(&key, pg_cno);
+        request.validate()?;
+        let prepared =
+            Self::wechat_find_prepared(Some(order_id), pg_cno, &request, key.clone(), date.clone());
+        let recorded = prepared.record(conn)?;
+        Ok(RecordedFind {
+            call_id: recorded.call_id,
+            order_id,
+            key,
+            date,
+            pg_cno: pg_cno.to_owned(),
+        })
+    }
+
+    /// Sends a status check recorded by [`Self::record_wechat_find`]: the same request (key,
+    /// `pgCno`), built again. Returns its outcome and the [`Completion`] the caller must write.
+    pub async fn send_wechat_find(
+        &self,
+        find: RecordedFind,
+    ) -> (GatewayCall<PaymentStatus>, Completion) {
+        let request = self.wechat_find_wire(&find.key, &find.pg_cno);
+        let prepared = Self::wechat_find_prepared(
+            Some(find.order_id),
+            &find.pg_cno,
+            &request,
+            find.key,
+            find.date,
+        );
+        self.send_recorded(RecordedCall {
+            prepared,
+            call_id: find.call_id,
+        })
+        .await
+    }
+
+    fn wechat_find_wire(&self, key: &str, pg_cno: &str) -> wire::WechatFindRequest {
+        wire::WechatFindRequest {
             mall_id: self.settings.mall_id.clone(),
-            shop_transaction_id: key.clone(),
+            shop_transaction_id: key.to_owned(),
             pg_cno: pg_cno.to_owned(),
             cancel_pg_cno: None,
-        };
-        request.validate()?;
+        }
+    }
+
+    fn wechat_find_prepared(
+        order_id: Option<i64>,
+        pg_cno: &str,
+        request: &wire::WechatFindRequest,
+        key: String,
+        date: String,
+    ) -> PreparedCall<PaymentStatus> {
         let pg_cno = pg_cno.to_owned();
-        Ok(PreparedCall::new(
-            Request::new(Api::WechatFind, order_id, key, date, Self::body(&request)),
+        PreparedCall::new(
+            Request::new(Api::WechatFind, order_id, key, date, Self::body(request)),
             move |r: wire::WechatFindResponse| match r.status_cd.as_deref() {
                 None | Some("") => Outcome::Malformed("0000 without statusCd".into()),
                 Some(code) => Outcome::Accepted(PaymentStatus {
@@ -781,7 +861,7 @@ impl KiccClient {
                     approval_date: r.approval_date.clone(),
                 }),
             },
-        ))
+        )
     }
 
     /// Cancellation status check: `/api/trades/wechatpay/find` with `cancelPgCno` (spec 06).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use client::{
     ClientError, ClientSettings, Completion, KiccClient, KiccPaySettings, PreparedCall,
-    RecordedCall,
+    RecordedCall, RecordedFind,
 };
 pub use redact::redact_body;
 
