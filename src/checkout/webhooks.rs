@@ -108,32 +108,36 @@ impl Processed {
     }
 }
 
-enum Failure {
-    Duplicate,
-    Db(DbError),
-}
-
 /// How far a delivery got in its transaction.
 enum Stage {
     Refused,
     Applied(Processed),
-    /// Stored, but applying it failed (rolled back to its savepoint).
-    Failed(DbError),
 }
 
-impl From<DbError> for Failure {
-    fn from(e: DbError) -> Self {
-        if e.is_unique_violation() {
-            Failure::Duplicate
-        } else {
-            Failure::Db(e)
+/// A delivery as stored: what `webhook_deliveries` keeps of it.
+struct Incoming {
+    kind: &'static str,
+    route: &'static str,
+    source_ip: String,
+    headers: String,
+    body: String,
+    dedupe_key: Option<String>,
+    pg_cno: Option<String>,
+    shop_order_no: Option<String>,
+}
+
+impl Incoming {
+    fn as_new(&self) -> NewDelivery<'_> {
+        NewDelivery {
+            kind: self.kind,
+            route: self.route,
+            source_ip: &self.source_ip,
+            headers: &self.headers,
+            body: &self.body,
+            dedupe_key: self.dedupe_key.as_deref(),
+            pg_cno: self.pg_cno.as_deref(),
+            shop_order_no: self.shop_order_no.as_deref(),
         }
-    }
-}
-
-impl From<diesel::result::Error> for Failure {
-    fn from(e: diesel::result::Error) -> Self {
-        DbError::from(e).into()
     }
 }
 
@@ -146,7 +150,6 @@ impl Checkout {
             Some(parse_notification(&delivery.body))
         };
         let notification = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
-        let body_text = String::from_utf8_lossy(&delivery.body).into_owned();
         let (kind, dedupe, pg_cno, shop_order_no) = match &notification {
             Some(n @ Notification::Payment(p)) => (
                 n.kind(),
@@ -202,17 +205,25 @@ impl Checkout {
         let ok = Ack::new(200, codes::OK, "Success", &echo);
         let failed = Ack::new(200, codes::DB_ERROR, "Internal DB Error", &echo);
 
-        // One write transaction: the delivery stored, then applied with its ack in a savepoint
-        // of it, so a failed apply still leaves the delivery (and its failure) on record. If
-        // even the store fails, KICC must resend (spec 04: non-0000).
-        let d = delivery.clone();
+        // One write transaction: the delivery stored, then applied, then its ack. If the apply
+        // or the ack fails, the whole transaction is rolled back, the delivery with it, and the
+        // delivery is stored again with how it ended (below): no savepoint, which on PostgreSQL
+        // is two round trips of every delivery's ten. If even that fails, KICC must resend
+        // (spec 04: non-0000).
+        let incoming = std::sync::Arc::new(Incoming {
+            kind,
+            route: delivery.route,
+            source_ip: delivery.source_ip,
+            headers: delivery.headers,
+            body: String::from_utf8_lossy(&delivery.body).into_owned(),
+            dedupe_key: dedupe,
+            pg_cno,
+            shop_order_no,
+        });
+        let stored = incoming.clone();
         let n = notification.clone();
-        let (refusal_cd, refusal_body) = refusal
-            .as_ref()
-            .map(|a| (a.res_cd.clone(), a.body.clone()))
-            .unzip();
+        let refused = refusal.as_ref().map(|a| (a.res_cd.clone(), a.body.clone()));
         let (ok_cd, ok_body) = (ok.res_cd.clone(), ok.body.clone());
-        let (failed_cd, failed_body) = (failed.res_cd.clone(), failed.body.clone());
         // Through the writer (group commit on SQLite): this closure is a transaction's body,
         // run again alone if its batch cannot commit, and answered only once committed. Its
         // commit can still fail after the apply ran; `reached_apply` tells the caller then
@@ -224,19 +235,10 @@ impl Checkout {
             .db
             .write(move |conn| -> Result<Stage, DbError> {
                 reached.store(false, std::sync::atomic::Ordering::Relaxed);
-                let new = NewDelivery {
-                    kind,
-                    route: d.route,
-                    source_ip: &d.source_ip,
-                    headers: &d.headers,
-                    body: &body_text,
-                    dedupe_key: dedupe.as_deref(),
-                    pg_cno: pg_cno.as_deref(),
-                    shop_order_no: shop_order_no.as_deref(),
-                };
+                let new = stored.as_new();
                 // A refusal: the answer is known, so it is stored with the delivery in one
                 // insert.
-                if let (Some(cd), Some(body)) = (&refusal_cd, &refusal_body) {
+                if let Some((cd, body)) = &refused {
                     let answered = Answered {
                         outcome: refused_as,
                         ack_res_cd: cd,
@@ -265,41 +267,21 @@ impl Checkout {
                 reached.store(true, std::sync::atomic::Ordering::Relaxed);
                 // The effect, then the claim of its key with the ack in one statement: a
                 // delivery of the same key applied first (or committing now) makes the claim
-                // fail, and the savepoint takes the effect back.
-                let applied = write_transaction(conn, |conn| {
-                    let processed = apply(conn, n, &kicc)?;
-                    let answered = Answered {
-                        outcome: processed.outcome,
-                        ack_res_cd: &ok_cd,
-                        ack_body: &ok_body,
-                    };
-                    webhook_deliveries::finish(
-                        conn,
-                        id,
-                        answered,
-                        processed.applied,
-                        processed.order_id,
-                    )?;
-                    Ok::<_, Failure>(processed)
-                });
-                match applied {
-                    Ok(processed) => Ok(Stage::Applied(processed)),
-                    Err(Failure::Duplicate) => {
-                        // Applied by another delivery of the same key: acked, no second
-                        // effect.
-                        webhook_deliveries::finish(conn, id, duplicate, false, None)?;
-                        Ok(Stage::Applied(Processed::duplicate()))
-                    }
-                    Err(Failure::Db(e)) => {
-                        let failed = Answered {
-                            outcome: "failed",
-                            ack_res_cd: &failed_cd,
-                            ack_body: &failed_body,
-                        };
-                        webhook_deliveries::finish(conn, id, failed, false, None)?;
-                        Ok(Stage::Failed(e))
-                    }
-                }
+                // fail with a unique violation, and the rollback takes the effect back.
+                let processed = apply(conn, n, &kicc)?;
+                let answered = Answered {
+                    outcome: processed.outcome,
+                    ack_res_cd: &ok_cd,
+                    ack_body: &ok_body,
+                };
+                webhook_deliveries::finish(
+                    conn,
+                    id,
+                    answered,
+                    processed.applied,
+                    processed.order_id,
+                )?;
+                Ok(Stage::Applied(processed))
             })
             .await;
         let failure = match result {
@@ -311,18 +293,24 @@ impl Checkout {
                 log::info!(
                     "webhook {kind} {} from {}: {}",
                     notification.dedupe_key(),
-                    delivery.source_ip,
+                    incoming.source_ip,
                     processed.outcome
                 );
                 return (ok, processed.follow_up);
             }
-            Ok(Stage::Failed(e)) => e,
             Err(e) if reached_apply.load(std::sync::atomic::Ordering::Relaxed) => e,
             Err(e) => {
-                log::error!("webhook from {} not stored: {e}", delivery.source_ip);
+                log::error!("webhook from {} not stored: {e}", incoming.source_ip);
                 return (failed, FollowUp::None);
             }
         };
+        // Rolled back after the delivery's key was found unapplied: stored again, answered.
+        if failure.is_unique_violation() {
+            // Another delivery of the same key was applied first: acked, no second effect.
+            self.store_answered(incoming, "duplicate", &ok).await;
+            return (ok, FollowUp::None);
+        }
+        self.store_answered(incoming, "failed", &failed).await;
         let notification = notification.expect("applied when parsed");
         log::error!(
             "webhook {kind} {}: the update failed: {failure}",
@@ -336,6 +324,36 @@ impl Checkout {
             _ => FollowUp::None,
         };
         (failed, follow_up)
+    }
+
+    /// Stores a delivery whose transaction was rolled back, with how it ended and its answer
+    /// (its own write transaction). A failure is logged: the answer is not `0000` then, or the
+    /// key was applied by another delivery, so nothing is lost.
+    async fn store_answered(
+        &self,
+        incoming: std::sync::Arc<Incoming>,
+        outcome: &'static str,
+        ack: &Ack,
+    ) {
+        let (cd, body) = (ack.res_cd.clone(), ack.body.clone());
+        let stored = incoming.clone();
+        let result = self
+            .db
+            .write(move |conn| {
+                let answered = Answered {
+                    outcome,
+                    ack_res_cd: &cd,
+                    ack_body: &body,
+                };
+                webhook_deliveries::insert_answered(conn, &stored.as_new(), answered)
+            })
+            .await;
+        if let Err(e) = result {
+            log::error!(
+                "webhook from {} ({outcome}) not stored: {e}",
+                incoming.source_ip
+            );
+        }
     }
 
     /// Spec 04 "DB Failure": the notification's order update failed, so the payment is cancelled
@@ -538,19 +556,19 @@ fn waits_for_approval(status: OrderStatus) -> bool {
 /// Applies a notification inside the caller's transaction, which has already found no applied
 /// delivery of its key (`receive_notification`). What it returns with `applied` claims the key
 /// when the ack is stored; one applied by a concurrent transaction since surfaces there as
-/// `Failure::Duplicate`, through the unique index on applied keys.
+/// a unique violation, through the unique index on applied keys.
 fn apply(
     conn: &mut AnyConnection,
     notification: &Notification,
     kicc: &KiccClient,
-) -> Result<Processed, Failure> {
+) -> Result<Processed, DbError> {
     match notification {
         Notification::Payment(p) => apply_payment(conn, p, kicc),
         Notification::Cancel(c) => apply_cancel(conn, c),
     }
 }
 
-fn unmatched() -> Result<Processed, Failure> {
+fn unmatched() -> Result<Processed, DbError> {
     Ok(Processed {
         outcome: "unmatched",
         applied: false,
@@ -564,7 +582,7 @@ fn note(
     order_id: i64,
     event: &str,
     cause: String,
-) -> Result<(), Failure> {
+) -> Result<(), DbError> {
     orders::add_note(conn, order_id, event, &cause)?;
     Ok(())
 }
@@ -573,7 +591,7 @@ fn apply_payment(
     conn: &mut AnyConnection,
     p: &PaymentNotification,
     kicc: &KiccClient,
-) -> Result<Processed, Failure> {
+) -> Result<Processed, DbError> {
     // Spec 04: find the order by shopOrderNo and pgCno.
     let by_number = match p.shop_order_no.as_deref().map(ShopOrderNo::parse) {
         Some(Ok(no)) => orders::find_by_shop_order_no(conn, &no)?,
@@ -692,7 +710,7 @@ fn apply_payment(
             let check = match order.pg_cno.as_deref() {
                 Some(pg_cno) => match kicc.record_wechat_find(conn, order.id, pg_cno) {
                     Ok(check) => Some(check),
-                    Err(ClientError::Record(e)) => return Err(e.into()),
+                    Err(ClientError::Record(e)) => return Err(e),
                     Err(e) => {
                         log::warn!("order {}: status check not possible: {e}", order.id);
                         None
@@ -719,7 +737,7 @@ fn apply_payment(
     }
 }
 
-fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Processed, Failure> {
+fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Processed, DbError> {
     let by_pg_cno = match c.pg_cno.as_deref() {
         Some(pg_cno) => orders::find_by_pg_cno(conn, pg_cno)?,
         None => None,
@@ -785,9 +803,9 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
                 TransitionOutcome::Applied { .. } => {}
                 // Moved under us: fail, so KICC resends and the next try reads the new state.
                 other => {
-                    return Err(Failure::Db(DbError::Corrupt(format!(
+                    return Err(DbError::Corrupt(format!(
                         "order moved while applying a cancel: {other:?}"
-                    ))));
+                    )));
                 }
             }
             if let Some(job) = &job {

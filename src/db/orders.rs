@@ -340,16 +340,15 @@ pub fn add_note(
     event: &str,
     cause: &str,
 ) -> Result<(), DbError> {
-    diesel::insert_into(order_events::table)
-        .values(NewOrderEventRow {
-            order_id,
-            event,
-            from_status: None,
-            to_status: None,
-            cause,
-            created_at: now(),
-        })
-        .execute(conn)?;
+    let row = NewOrderEventRow {
+        order_id,
+        event,
+        from_status: None,
+        to_status: None,
+        cause,
+        created_at: now(),
+    };
+    on_backend!(conn, c => diesel::insert_into(order_events::table).values(&row).execute(c))?;
     Ok(())
 }
 

@@ -355,6 +355,16 @@ async fn approval_lost_is_cancelled(test_db: TestDb, postgres: &[&str], sqlite: 
         )
         .await;
     assert_eq!(ack["resCd"], "5001");
+    // The delivery is on record all the same, with how it ended and what was answered.
+    let stored: Vec<_> = app
+        .kicc_deliveries()
+        .into_iter()
+        .map(|d| (d.outcome, d.ack_res_cd, d.applied))
+        .collect();
+    assert_eq!(
+        stored,
+        [(Some("failed".into()), Some("5001".into()), false)]
+    );
     app.until_status(&no, "cancelled").await;
     assert_eq!(app.sandbox_status(&pg_cno).await, "TS02");
 }
