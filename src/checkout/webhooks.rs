@@ -20,8 +20,7 @@ use crate::kicc::webhook::{
     CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
 };
 use crate::kicc::{
-    ClientError, Completion, GatewayCall, KiccClient, Outcome, PaymentStatus, RecordedFind,
-    TradeStatus,
+    Completion, FindRequest, GatewayCall, Outcome, PaymentStatus, RecordedFind, TradeStatus,
 };
 
 /// Largest body accepted (spec bodies are a few hundred bytes).
@@ -230,7 +229,20 @@ impl Checkout {
         // that an approval may have been notified and not written (spec 04).
         let reached_apply = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reached = reached_apply.clone();
-        let kicc = self.kicc.clone();
+        // The status check a notified approval may need, built here rather than in the
+        // transaction's body (on SQLite the one writer runs every body).
+        let find = match &notification {
+            Some(Notification::Payment(p)) if p.res_cd == "0000" => {
+                match self.kicc.prepare_wechat_find(&p.pg_cno) {
+                    Ok(find) => Some(find),
+                    Err(e) => {
+                        log::warn!("webhook {}: no status check possible: {e}", p.pg_cno);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let result = self
             .db
             .write(move |conn| -> Result<Stage, DbError> {
@@ -268,7 +280,7 @@ impl Checkout {
                 // The effect, then the claim of its key with the ack in one statement: a
                 // delivery of the same key applied first (or committing now) makes the claim
                 // fail with a unique violation, and the rollback takes the effect back.
-                let processed = apply(conn, n, &kicc)?;
+                let processed = apply(conn, n, find.as_ref())?;
                 let answered = Answered {
                     outcome: processed.outcome,
                     ack_res_cd: &ok_cd,
@@ -560,10 +572,10 @@ fn waits_for_approval(status: OrderStatus) -> bool {
 fn apply(
     conn: &mut AnyConnection,
     notification: &Notification,
-    kicc: &KiccClient,
+    find: Option<&FindRequest>,
 ) -> Result<Processed, DbError> {
     match notification {
-        Notification::Payment(p) => apply_payment(conn, p, kicc),
+        Notification::Payment(p) => apply_payment(conn, p, find),
         Notification::Cancel(c) => apply_cancel(conn, c),
     }
 }
@@ -587,10 +599,12 @@ fn note(
     Ok(())
 }
 
+/// `find` is the status check for the notification's pgCno, which is the order's when it has
+/// one (else the notification is unmatched).
 fn apply_payment(
     conn: &mut AnyConnection,
     p: &PaymentNotification,
-    kicc: &KiccClient,
+    find: Option<&FindRequest>,
 ) -> Result<Processed, DbError> {
     // Spec 04: find the order by shopOrderNo and pgCno.
     let by_number = match p.shop_order_no.as_deref().map(ShopOrderNo::parse) {
@@ -707,16 +721,9 @@ fn apply_payment(
             // The check is recorded here, committed with the ack, and sent after the ack
             // (DESIGN §4: a call's row is committed before it leaves). Without a pgCno on the
             // order there is nothing to check yet; the reconciler comes back to it.
-            let check = match order.pg_cno.as_deref() {
-                Some(pg_cno) => match kicc.record_wechat_find(conn, order.id, pg_cno) {
-                    Ok(check) => Some(check),
-                    Err(ClientError::Record(e)) => return Err(e),
-                    Err(e) => {
-                        log::warn!("order {}: status check not possible: {e}", order.id);
-                        None
-                    }
-                },
-                None => None,
+            let check = match (&order.pg_cno, find) {
+                (Some(_), Some(find)) => Some(find.record(conn, order.id)?),
+                _ => None,
             };
             let follow_up =
                 check.map_or(FollowUp::None, |check| FollowUp::ConfirmPayment { check });

@@ -213,9 +213,44 @@ pub struct RecordedCall<T> {
     call_id: i64,
 }
 
-/// A payment status check whose row is written ([`KiccClient::record_wechat_find`]), by
-/// reference: its row, its key and what it asks about, a few dozen bytes while it waits for
-/// its turn to be sent ([`KiccClient::send_wechat_find`]).
+/// A payment status check built and checked ([`KiccClient::prepare_wechat_find`]), not yet
+/// recorded.
+#[derive(Debug, Clone)]
+pub struct FindRequest {
+    key: String,
+    date: String,
+    pg_cno: String,
+    redacted: String,
+}
+
+impl FindRequest {
+    /// Writes the call's row ("sent, no answer yet") for `order_id`, inside the caller's write
+    /// transaction; send it ([`KiccClient::send_wechat_find`]) only after that commits. May run
+    /// again for the same request if the transaction is rolled back and run again.
+    pub fn record(&self, conn: &mut AnyConnection, order_id: i64) -> Result<RecordedFind, DbError> {
+        let call_id = gateway_calls::insert_started_in_tx(
+            conn,
+            &NewGatewayCall {
+                order_id: Some(order_id),
+                api: Api::WechatFind.as_str(),
+                shop_transaction_id: &self.key,
+                request_date: &self.date,
+                request_body: &self.redacted,
+            },
+        )?;
+        Ok(RecordedFind {
+            call_id,
+            order_id,
+            key: self.key.clone(),
+            date: self.date.clone(),
+            pg_cno: self.pg_cno.clone(),
+        })
+    }
+}
+
+/// A payment status check whose row is written ([`FindRequest::record`]), by reference: its
+/// row, its key and what it asks about, a few dozen bytes while it waits for its turn to be
+/// sent ([`KiccClient::send_wechat_find`]).
 #[derive(Debug, Clone)]
 pub struct RecordedFind {
     call_id: i64,
@@ -782,32 +817,22 @@ impl KiccClient {
         ))
     }
 
-    /// The payment status check for an order's `pg_cno` (spec 06), built, checked and recorded
-    /// inside the caller's write transaction; send it with [`Self::send_wechat_find`] once that
-    /// commits. What comes back is the call's reference, not the built request: a burst of
-    /// notifications queues one per approval (docs/BENCHMARKS.md: RSS).
-    pub fn record_wechat_find(
-        &self,
-        conn: &mut AnyConnection,
-        order_id: i64,
-        pg_cno: &str,
-    ) -> Result<RecordedFind, ClientError> {
+    /// The payment status check for `pg_cno` (spec 06), built and checked before the write
+    /// transaction that records it ([`FindRequest::record`]): what the transaction then does is
+    /// one insert, which matters on SQLite, whose one writer runs every transaction's body.
+    pub fn prepare_wechat_find(&self, pg_cno: &str) -> Result<FindRequest, InvalidRequest> {
         let (key, date) = Self::fresh();
         let request = self.wechat_find_wire(&key, pg_cno);
         request.validate()?;
-        let prepared =
-            Self::wechat_find_prepared(Some(order_id), pg_cno, &request, key.clone(), date.clone());
-        let recorded = prepared.record(conn)?;
-        Ok(RecordedFind {
-            call_id: recorded.call_id,
-            order_id,
+        Ok(FindRequest {
+            redacted: redact_body(&Self::body(&request)),
             key,
             date,
             pg_cno: pg_cno.to_owned(),
         })
     }
 
-    /// Sends a status check recorded by [`Self::record_wechat_find`]: the same request (key,
+    /// Sends a status check recorded by [`FindRequest::record`]: the same request (key,
     /// `pgCno`), built again. Returns its outcome and the [`Completion`] the caller must write.
     pub async fn send_wechat_find(
         &self,
