@@ -38,6 +38,8 @@ pub struct Checkout {
     /// once. The rest wait their turn, so a burst of notifications is acked first and
     /// confirmed after, and holds no connection, thread or HTTP request while it waits.
     follow_ups: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Notifications being received: a follow-up yields to them (`webhooks::AckFirst`).
+    acks: webhooks::AckFirst,
 }
 
 /// How many follow-ups run at once: half the default pool, leaving the rest to the acks.
@@ -61,6 +63,7 @@ impl Checkout {
             retry,
             in_process: std::sync::Mutex::new(Vec::new()),
             follow_ups: std::sync::Arc::new(tokio::sync::Semaphore::new(FOLLOW_UPS_AT_ONCE)),
+            acks: webhooks::AckFirst::new(webhooks::FOLLOW_UP_MAX_YIELD),
         }
     }
 

@@ -37,6 +37,69 @@ pub mod codes {
     pub const FORBIDDEN: &str = "9403";
 }
 
+/// The longest a follow-up waits for a moment with no notification in flight.
+pub const FOLLOW_UP_MAX_YIELD: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Acks before follow-ups. A notification must be acked within 10 s (spec 04/05); the status
+/// check and the compensation that follow an ack have no deadline. In a burst both compete
+/// for the same connections and cores, so each follow-up, before it starts, waits until no
+/// notification is being received, or [`AckFirst::max_yield`] has passed: steady traffic can
+/// slow the follow-ups but not stop them (and what they leave, the reconciler finishes).
+#[derive(Debug)]
+pub struct AckFirst {
+    in_flight: std::sync::atomic::AtomicUsize,
+    quiet: tokio::sync::Notify,
+    max_yield: std::time::Duration,
+}
+
+/// One notification being received ([`AckFirst::receiving`]); done when dropped.
+pub struct Receiving<'a>(&'a AckFirst);
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        if self
+            .0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
+            == 1
+        {
+            self.0.quiet.notify_waiters();
+        }
+    }
+}
+
+impl AckFirst {
+    pub fn new(max_yield: std::time::Duration) -> Self {
+        Self {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            quiet: tokio::sync::Notify::new(),
+            max_yield,
+        }
+    }
+
+    pub fn receiving(&self) -> Receiving<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Receiving(self)
+    }
+
+    /// Returns when no notification is being received, or after `max_yield`.
+    pub async fn yield_to_acks(&self) {
+        let deadline = tokio::time::Instant::now() + self.max_yield;
+        loop {
+            // Registered before the check, so a notification finishing in between still wakes
+            // this one.
+            let quiet = self.quiet.notified();
+            if self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, quiet).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
 /// A delivery as the handler received it.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -143,6 +206,7 @@ impl Incoming {
 impl Checkout {
     /// Stores, checks, applies and acks one delivery; returns the ack and what to do after it.
     pub async fn receive_notification(&self, delivery: Delivery) -> (Ack, FollowUp) {
+        let _receiving = self.acks.receiving();
         let parsed = if delivery.too_large || !delivery.json_content_type {
             None
         } else {
@@ -437,6 +501,7 @@ impl Checkout {
         }
         // Never closed, so acquiring only waits (see `Checkout::follow_ups`).
         let _turn = self.follow_ups.acquire().await.ok();
+        self.acks.yield_to_acks().await;
         // Boxed: a waiting follow-up is then this small future and the enum, not the whole
         // state of a status check with its HTTP request (kilobytes), for each of the thousands
         // a burst queues (docs/BENCHMARKS.md: RSS).
@@ -827,4 +892,51 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
         )?,
     }
     done()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::AckFirst;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follow_up_goes_at_once_when_no_notification_is_in_flight() {
+        let acks = AckFirst::new(Duration::from_secs(1));
+        let started = tokio::time::Instant::now();
+        acks.yield_to_acks().await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_follow_up_waits_for_the_acks_in_flight() {
+        let acks = std::sync::Arc::new(AckFirst::new(Duration::from_secs(1)));
+        let (first, second) = (acks.receiving(), acks.receiving());
+        let started = tokio::time::Instant::now();
+        let waiting = {
+            let acks = acks.clone();
+            tokio::spawn(async move {
+                acks.yield_to_acks().await;
+                started.elapsed()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "one notification is still in flight"
+        );
+        drop(second);
+        assert_eq!(waiting.await.unwrap(), Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn steady_notifications_delay_a_follow_up_but_do_not_stop_it() {
+        let acks = AckFirst::new(Duration::from_secs(1));
+        let _forever = acks.receiving();
+        let started = tokio::time::Instant::now();
+        acks.yield_to_acks().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
 }
