@@ -34,16 +34,12 @@ pub struct Checkout {
     pub retry: RetryPolicy,
     /// Cancels made while the database was unreachable, waiting to be recorded.
     in_process: std::sync::Mutex<Vec<compensate::InProcessCancel>>,
-    /// Follow-ups (the status check after an ack, a compensation's first attempt) running at
-    /// once. The rest wait their turn, so a burst of notifications is acked first and
-    /// confirmed after, and holds no connection, thread or HTTP request while it waits.
-    follow_ups: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Follow-ups (the status check after an ack, a compensation's first attempt) waiting,
+    /// and how many workers run them (`webhooks::FollowUps`).
+    follow_ups: std::sync::Mutex<webhooks::FollowUps>,
     /// Notifications being received: a follow-up yields to them (`webhooks::AckFirst`).
     acks: webhooks::AckFirst,
 }
-
-/// How many follow-ups run at once: half the default pool, leaving the rest to the acks.
-const FOLLOW_UPS_AT_ONCE: usize = 4;
 
 impl Checkout {
     pub fn new(
@@ -62,7 +58,7 @@ impl Checkout {
             kiccpay_window,
             retry,
             in_process: std::sync::Mutex::new(Vec::new()),
-            follow_ups: std::sync::Arc::new(tokio::sync::Semaphore::new(FOLLOW_UPS_AT_ONCE)),
+            follow_ups: std::sync::Mutex::new(webhooks::FollowUps::default()),
             acks: webhooks::AckFirst::new(webhooks::FOLLOW_UP_MAX_YIELD),
         }
     }

@@ -19,9 +19,7 @@ use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::webhook::{
     CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
 };
-use crate::kicc::{
-    Completion, FindRequest, GatewayCall, Outcome, PaymentStatus, RecordedFind, TradeStatus,
-};
+use crate::kicc::{Completion, GatewayCall, Outcome, PaymentStatus, TradeStatus};
 
 /// Largest body accepted (spec bodies are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -35,6 +33,31 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "9002";
     pub const TOO_LARGE: &str = "9003";
     pub const FORBIDDEN: &str = "9403";
+}
+
+/// How many follow-ups run at once: half the default pool, leaving the rest to the acks.
+pub const FOLLOW_UPS_AT_ONCE: usize = 4;
+
+/// Follow-ups waiting, and the workers running them (`Checkout::queue_follow_up`).
+#[derive(Debug, Default)]
+pub struct FollowUps {
+    waiting: std::collections::VecDeque<FollowUp>,
+    workers: usize,
+}
+
+/// A follow-up worker counted in [`FollowUps::workers`]; counted out if its task ends without
+/// doing so itself (a panic in a follow-up), so the queue keeps its workers.
+struct Worker<'a> {
+    checkout: &'a Checkout,
+    counted: bool,
+}
+
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.checkout.follow_up_queue().workers -= 1;
+        }
+    }
 }
 
 /// The longest a follow-up waits for a moment with no notification in flight.
@@ -136,10 +159,9 @@ impl Ack {
 #[derive(Debug, Clone)]
 pub enum FollowUp {
     None,
-    /// Send the status check confirming a notified approval (recorded in the delivery's
-    /// transaction), then mark the order paid.
+    /// Confirm a notified approval with the status check, then mark the order paid.
     ConfirmPayment {
-        check: RecordedFind,
+        order_id: i64,
     },
     /// Make the first attempt of a compensating cancel.
     Compensate {
@@ -293,20 +315,6 @@ impl Checkout {
         // that an approval may have been notified and not written (spec 04).
         let reached_apply = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reached = reached_apply.clone();
-        // The status check a notified approval may need, built here rather than in the
-        // transaction's body (on SQLite the one writer runs every body).
-        let find = match &notification {
-            Some(Notification::Payment(p)) if p.res_cd == "0000" => {
-                match self.kicc.prepare_wechat_find(&p.pg_cno) {
-                    Ok(find) => Some(find),
-                    Err(e) => {
-                        log::warn!("webhook {}: no status check possible: {e}", p.pg_cno);
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
         let result = self
             .db
             .write(move |conn| -> Result<Stage, DbError> {
@@ -344,7 +352,7 @@ impl Checkout {
                 // The effect, then the claim of its key with the ack in one statement: a
                 // delivery of the same key applied first (or committing now) makes the claim
                 // fail with a unique violation, and the rollback takes the effect back.
-                let processed = apply(conn, n, find.as_ref())?;
+                let processed = apply(conn, n)?;
                 let answered = Answered {
                     outcome: processed.outcome,
                     ack_res_cd: &ok_cd,
@@ -493,27 +501,68 @@ impl Checkout {
         }
     }
 
-    /// Runs what follows an ack: the status check of a notified approval, or a compensation's
-    /// first attempt, a few at a time. (What does not finish here, the reconciler finishes.)
-    pub async fn follow_up(&self, follow_up: FollowUp) {
+    /// Queues what follows an ack: the status check of a notified approval, or a
+    /// compensation's first attempt. [`FOLLOW_UPS_AT_ONCE`] workers run them in order, each
+    /// after the notifications being received ([`AckFirst`]). A waiting follow-up is its enum
+    /// in the queue, not a task: a burst queues thousands (docs/BENCHMARKS.md: RSS). What does
+    /// not finish here (a crash, a stop), the reconciler finishes.
+    pub fn queue_follow_up(self: &std::sync::Arc<Self>, follow_up: FollowUp) {
         if matches!(follow_up, FollowUp::None) {
             return;
         }
-        // Never closed, so acquiring only waits (see `Checkout::follow_ups`).
-        let _turn = self.follow_ups.acquire().await.ok();
-        self.acks.yield_to_acks().await;
-        // Boxed: a waiting follow-up is then this small future and the enum, not the whole
-        // state of a status check with its HTTP request (kilobytes), for each of the thousands
-        // a burst queues (docs/BENCHMARKS.md: RSS).
-        Box::pin(self.run_follow_up(follow_up)).await;
+        let start_worker = {
+            let mut queue = self.follow_up_queue();
+            queue.waiting.push_back(follow_up);
+            let start = queue.workers < FOLLOW_UPS_AT_ONCE;
+            if start {
+                queue.workers += 1;
+            }
+            start
+        };
+        if start_worker {
+            let checkout = self.clone();
+            tokio::spawn(async move { checkout.work_follow_ups().await });
+        }
+    }
+
+    fn follow_up_queue(&self) -> std::sync::MutexGuard<'_, FollowUps> {
+        self.follow_ups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One worker: runs queued follow-ups until the queue is empty.
+    async fn work_follow_ups(&self) {
+        let mut worker = Worker {
+            checkout: self,
+            counted: true,
+        };
+        loop {
+            let next = {
+                let mut queue = self.follow_up_queue();
+                match queue.waiting.pop_front() {
+                    Some(next) => next,
+                    None => {
+                        // Counted out under the same lock that found the queue empty, so a
+                        // follow-up queued now starts a worker.
+                        queue.workers -= 1;
+                        worker.counted = false;
+                        return;
+                    }
+                }
+            };
+            self.acks.yield_to_acks().await;
+            // Boxed: the worker's own future stays small; the status check's state (with its
+            // HTTP request, kilobytes) lives only while it runs.
+            Box::pin(self.run_follow_up(next)).await;
+        }
     }
 
     async fn run_follow_up(&self, follow_up: FollowUp) {
         match follow_up {
             FollowUp::None => {}
-            FollowUp::ConfirmPayment { check } => {
-                let order_id = check.order_id();
-                if let Err(e) = self.confirm_recorded_check(check).await {
+            FollowUp::ConfirmPayment { order_id } => {
+                if let Err(e) = self.confirm_notified_payment(order_id).await {
                     log::warn!("order {order_id}: notified approval not confirmed yet: {e}");
                 }
             }
@@ -566,25 +615,6 @@ impl Checkout {
         self.settle_notified(order, call, completion).await
     }
 
-    /// Sends a notified approval's status check, recorded in the delivery's own transaction
-    /// (so the ack's commit is also the check's record, DESIGN §4), and marks the order paid
-    /// when it finds the approval (spec 04). The order is read after the reply.
-    async fn confirm_recorded_check(&self, check: RecordedFind) -> Result<Order, DbError> {
-        let order_id = check.order_id();
-        let (call, completion) = self.kicc.send_wechat_find(check).await;
-        let order = self
-            .db
-            .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
-            .await;
-        match order {
-            Ok(order) => self.settle_notified(order, call, completion).await,
-            Err(e) => {
-                self.kicc.write_completion(completion).await;
-                Err(e)
-            }
-        }
-    }
-
     /// What a notified approval's status check found: an approval of an order still waiting
     /// is settled (amounts compared again; a difference is cancelled). Otherwise, or when the
     /// order stopped waiting meanwhile (its returnUrl approval finished it), only the call's
@@ -634,13 +664,9 @@ fn waits_for_approval(status: OrderStatus) -> bool {
 /// delivery of its key (`receive_notification`). What it returns with `applied` claims the key
 /// when the ack is stored; one applied by a concurrent transaction since surfaces there as
 /// a unique violation, through the unique index on applied keys.
-fn apply(
-    conn: &mut AnyConnection,
-    notification: &Notification,
-    find: Option<&FindRequest>,
-) -> Result<Processed, DbError> {
+fn apply(conn: &mut AnyConnection, notification: &Notification) -> Result<Processed, DbError> {
     match notification {
-        Notification::Payment(p) => apply_payment(conn, p, find),
+        Notification::Payment(p) => apply_payment(conn, p),
         Notification::Cancel(c) => apply_cancel(conn, c),
     }
 }
@@ -664,13 +690,7 @@ fn note(
     Ok(())
 }
 
-/// `find` is the status check for the notification's pgCno, which is the order's when it has
-/// one (else the notification is unmatched).
-fn apply_payment(
-    conn: &mut AnyConnection,
-    p: &PaymentNotification,
-    find: Option<&FindRequest>,
-) -> Result<Processed, DbError> {
+fn apply_payment(conn: &mut AnyConnection, p: &PaymentNotification) -> Result<Processed, DbError> {
     // Spec 04: find the order by shopOrderNo and pgCno.
     let by_number = match p.shop_order_no.as_deref().map(ShopOrderNo::parse) {
         Some(Ok(no)) => orders::find_by_shop_order_no(conn, &no)?,
@@ -783,16 +803,7 @@ fn apply_payment(
                     p.pg_cno, order.amount
                 ),
             )?;
-            // The check is recorded here, committed with the ack, and sent after the ack
-            // (DESIGN §4: a call's row is committed before it leaves). Without a pgCno on the
-            // order there is nothing to check yet; the reconciler comes back to it.
-            let check = match (&order.pg_cno, find) {
-                (Some(_), Some(find)) => Some(find.record(conn, order.id)?),
-                _ => None,
-            };
-            let follow_up =
-                check.map_or(FollowUp::None, |check| FollowUp::ConfirmPayment { check });
-            done("accepted", follow_up)
+            done("accepted", FollowUp::ConfirmPayment { order_id: order.id })
         }
         status => {
             note(

@@ -213,59 +213,6 @@ pub struct RecordedCall<T> {
     call_id: i64,
 }
 
-/// A payment status check built and checked ([`KiccClient::prepare_wechat_find`]), not yet
-/// recorded.
-#[derive(Debug, Clone)]
-pub struct FindRequest {
-    key: String,
-    date: String,
-    pg_cno: String,
-    redacted: String,
-}
-
-impl FindRequest {
-    /// Writes the call's row ("sent, no answer yet") for `order_id`, inside the caller's write
-    /// transaction; send it ([`KiccClient::send_wechat_find`]) only after that commits. May run
-    /// again for the same request if the transaction is rolled back and run again.
-    pub fn record(&self, conn: &mut AnyConnection, order_id: i64) -> Result<RecordedFind, DbError> {
-        let call_id = gateway_calls::insert_started_in_tx(
-            conn,
-            &NewGatewayCall {
-                order_id: Some(order_id),
-                api: Api::WechatFind.as_str(),
-                shop_transaction_id: &self.key,
-                request_date: &self.date,
-                request_body: &self.redacted,
-            },
-        )?;
-        Ok(RecordedFind {
-            call_id,
-            order_id,
-            key: self.key.clone(),
-            date: self.date.clone(),
-            pg_cno: self.pg_cno.clone(),
-        })
-    }
-}
-
-/// A payment status check whose row is written ([`FindRequest::record`]), by reference: its
-/// row, its key and what it asks about, a few dozen bytes while it waits for its turn to be
-/// sent ([`KiccClient::send_wechat_find`]).
-#[derive(Debug, Clone)]
-pub struct RecordedFind {
-    call_id: i64,
-    order_id: i64,
-    key: String,
-    date: String,
-    pg_cno: String,
-}
-
-impl RecordedFind {
-    pub fn order_id(&self) -> i64 {
-        self.order_id
-    }
-}
-
 /// How a call ended, for the caller to write in its own write transaction
 /// ([`KiccClient::send_recorded`]). Until it is written, the call's row says "sent, no answer",
 /// which the reconciler treats as an unanswered call.
@@ -810,68 +757,16 @@ impl KiccClient {
         pg_cno: &str,
     ) -> Result<PreparedCall<PaymentStatus>, InvalidRequest> {
         let (key, date) = Self::fresh();
-        let request = self.wechat_find_wire(&key, pg_cno);
-        request.validate()?;
-        Ok(Self::wechat_find_prepared(
-            order_id, pg_cno, &request, key, date,
-        ))
-    }
-
-    /// The payment status check for `pg_cno` (spec 06), built and checked before the write
-    /// transaction that records it ([`FindRequest::record`]): what the transaction then does is
-    /// one insert, which matters on SQLite, whose one writer runs every transaction's body.
-    pub fn prepare_wechat_find(&self, pg_cno: &str) -> Result<FindRequest, InvalidRequest> {
-        let (key, date) = Self::fresh();
-        let request = self.wechat_find_wire(&key, pg_cno);
-        request.validate()?;
-        Ok(FindRequest {
-            redacted: redact_body(&Self::body(&request)),
-            key,
-            date,
-            pg_cno: pg_cno.to_owned(),
-        })
-    }
-
-    /// Sends a status check recorded by [`FindRequest::record`]: the same request (key,
-    /// `pgCno`), built again. Returns its outcome and the [`Completion`] the caller must write.
-    pub async fn send_wechat_find(
-        &self,
-        find: RecordedFind,
-    ) -> (GatewayCall<PaymentStatus>, Completion) {
-        let request = self.wechat_find_wire(&find.key, &find.pg_cno);
-        let prepared = Self::wechat_find_prepared(
-            Some(find.order_id),
-            &find.pg_cno,
-            &request,
-            find.key,
-            find.date,
-        );
-        self.send_recorded(RecordedCall {
-            prepared,
-            call_id: find.call_id,
-        })
-        .await
-    }
-
-    fn wechat_find_wire(&self, key: &str, pg_cno: &str) -> wire::WechatFindRequest {
-        wire::WechatFindRequest {
+        let request = wire::WechatFindRequest {
             mall_id: self.settings.mall_id.clone(),
-            shop_transaction_id: key.to_owned(),
+            shop_transaction_id: key.clone(),
             pg_cno: pg_cno.to_owned(),
             cancel_pg_cno: None,
-        }
-    }
-
-    fn wechat_find_prepared(
-        order_id: Option<i64>,
-        pg_cno: &str,
-        request: &wire::WechatFindRequest,
-        key: String,
-        date: String,
-    ) -> PreparedCall<PaymentStatus> {
+        };
+        request.validate()?;
         let pg_cno = pg_cno.to_owned();
-        PreparedCall::new(
-            Request::new(Api::WechatFind, order_id, key, date, Self::body(request)),
+        Ok(PreparedCall::new(
+            Request::new(Api::WechatFind, order_id, key, date, Self::body(&request)),
             move |r: wire::WechatFindResponse| match r.status_cd.as_deref() {
                 None | Some("") => Outcome::Malformed("0000 without statusCd".into()),
                 Some(code) => Outcome::Accepted(PaymentStatus {
@@ -886,7 +781,7 @@ impl KiccClient {
                     approval_date: r.approval_date.clone(),
                 }),
             },
-        )
+        ))
     }
 
     /// Cancellation status check: `/api/trades/wechatpay/find` with `cancelPgCno` (spec 06).

@@ -14,8 +14,8 @@ use std::fmt;
 use std::time::Duration;
 
 pub use client::{
-    ClientError, ClientSettings, Completion, FindRequest, KiccClient, KiccPaySettings,
-    PreparedCall, RecordedCall, RecordedFind,
+    ClientError, ClientSettings, Completion, KiccClient, KiccPaySettings, PreparedCall,
+    RecordedCall,
 };
 pub use redact::redact_body;
 

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 
 use super::AppState;
 use super::client_ip::{self, is_allowed};
-use crate::checkout::webhooks::{Delivery, FollowUp, MAX_BODY};
+use crate::checkout::webhooks::{Delivery, MAX_BODY};
 
 /// Headers kept with a delivery (never cookies or credentials), as a JSON object. Written
 /// straight from the header map: no intermediate `serde_json::Map` (a sorted tree of owned
@@ -93,10 +93,7 @@ pub async fn receive(
         too_large,
     };
     let (ack, follow_up) = state.checkout.receive_notification(delivery).await;
-    if !matches!(follow_up, FollowUp::None) {
-        let checkout = state.checkout.clone();
-        actix_web::rt::spawn(async move { checkout.follow_up(follow_up).await });
-    }
+    state.checkout.queue_follow_up(follow_up);
     HttpResponse::build(
         actix_web::http::StatusCode::from_u16(ack.http_status)
             .unwrap_or(actix_web::http::StatusCode::OK),

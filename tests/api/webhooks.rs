@@ -172,23 +172,6 @@ both_backends! {
         assert_eq!(kinds, [("payment".into(), "accepted".into(), true), ("cancel".into(), "applied".into(), true)]);
     }
 
-    async fn a_notified_approvals_status_check_is_recorded_with_its_ack(test_db) {
-        let app = app(test_db).await;
-        let (no, pg_cno) = app.wechat_order(true).await;
-        let (_, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
-        assert_eq!(ack["resCd"], "0000");
-        app.until_status(&no, "paid").await;
-        let delivery = app.kicc_deliveries().pop().unwrap();
-        assert_eq!((delivery.outcome.as_deref(), delivery.applied), (Some("accepted"), true));
-        let calls = kicc_checkout::db::gateway_calls::for_order(&mut app.db.get().unwrap(), delivery.order_id.unwrap()).unwrap();
-        let finds: Vec<_> = calls.iter().filter(|c| c.api == "wechat_find").collect();
-        assert_eq!(finds.len(), 1, "{calls:?}");
-        // Written in the delivery's own transaction, before its ack was stored (not in a
-        // transaction of its own after the ack), and then sent and answered.
-        assert!(finds[0].requested_at <= delivery.acked_at.unwrap(), "{:?} vs {:?}", finds[0], delivery.acked_at);
-        assert_eq!(finds[0].outcome.as_deref(), Some("accepted"), "{:?}", finds[0]);
-    }
-
     async fn two_partial_cancels_add_up_and_a_repeat_counts_once(test_db) {
         let app = app(test_db).await;
         let (no, pg_cno) = app.wechat_order(true).await;
