@@ -1,10 +1,11 @@
 //! KICC's two notifications (spec 04 approval, spec 05 cancellation) applied to the same orders,
 //! compensations and timeline as the returnUrl path (DESIGN §3, §4).
 //!
-//! Every delivery is stored first (source, headers, body), then processed in one write
-//! transaction that also records the ack; nothing outbound sits between receipt and ack
-//! (spec 04/05: answer within 10 s) — the status check confirming an approval and any
-//! compensating cancel run after the ack ([`FollowUp`]). A notification already applied is acked
+//! Every delivery is stored (source, headers, body), applied and acked in one write
+//! transaction; if the apply fails, that transaction is rolled back and the delivery stored
+//! again with its failure. Nothing outbound sits between receipt and ack (spec 04/05: answer
+//! within 10 s): the status check confirming an approval and any compensating cancel run after
+//! the ack ([`FollowUp`]), queued, and after the notifications being received ([`AckFirst`]). A notification already applied is acked
 //! `0000` without a second effect: at most one delivery per pgCno / cancelPgCno is ever
 //! `applied` (a unique index), across threads and instances.
 
