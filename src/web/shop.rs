@@ -16,16 +16,16 @@ use crate::db::products;
 
 /// `GET /`: every product on sale.
 pub async fn catalog(state: web::Data<AppState>) -> Result<HttpResponse, WebError> {
-    let html = match state.catalog_page.fresh() {
-        Some(html) => html,
-        None => {
+    let html = match state.catalog_page.lookup() {
+        Lookup::Serve(html) => html,
+        Lookup::Render(refresh) => {
             let products = state.db.run(products::list_active).await?;
             let page = CatalogPage {
                 layout: Layout::new("Catalog", state.config.is_sandbox()),
                 products: products.iter().map(ProductView::from).collect(),
             };
             let html = Bytes::from(page.render().map_err(|e| WebError::Render(e.to_string()))?);
-            state.catalog_page.store(html.clone());
+            refresh.store(html.clone());
             html
         }
     };
@@ -35,30 +35,74 @@ pub async fn catalog(state: web::Data<AppState>) -> Result<HttpResponse, WebErro
 }
 
 /// The catalog page as last rendered, for a short while: the same for every shopper (no form,
-/// no cookie), and the most requested page. Prices shown may lag a change by `ttl`; an order's
-/// price is always read from the database when it is placed.
+/// no cookie), and the most requested page. Prices shown may lag a change by `ttl` and one
+/// refresh; an order's price is always read from the database when it is placed.
+///
+/// Once stale, the page is refreshed by one request while every other keeps getting the stale
+/// page (stale-while-revalidate): before, every request arriving during a refresh read the
+/// database too, and on PostgreSQL one slow read then held them all (docs/BENCHMARKS.md:
+/// catalog p99).
 pub struct PageCache {
     ttl: Duration,
-    page: Mutex<Option<(Instant, Bytes)>>,
+    page: Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    page: Option<(Instant, Bytes)>,
+    refreshing: bool,
+}
+
+/// What a request does for the page.
+pub enum Lookup<'a> {
+    Serve(Bytes),
+    /// Render it, and store it through the [`Refresh`].
+    Render(Refresh<'a>),
+}
+
+/// The right to store the next page. Dropped without storing (the render failed), it lets the
+/// next request try.
+pub struct Refresh<'a>(&'a PageCache);
+
+impl Refresh<'_> {
+    pub fn store(self, html: Bytes) {
+        self.0.cached().page = Some((Instant::now(), html));
+    }
+}
+
+impl Drop for Refresh<'_> {
+    fn drop(&mut self) {
+        self.0.cached().refreshing = false;
+    }
 }
 
 impl PageCache {
     pub fn new(ttl: Duration) -> Self {
         Self {
             ttl,
-            page: Mutex::new(None),
+            page: Mutex::new(Cached::default()),
         }
     }
 
-    fn fresh(&self) -> Option<Bytes> {
-        let page = self.page.lock().expect("page cache");
-        page.as_ref()
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, html)| html.clone())
+    fn cached(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.page
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn store(&self, html: Bytes) {
-        *self.page.lock().expect("page cache") = Some((Instant::now(), html));
+    /// The page, fresh or (while another request refreshes it) stale; or the turn to render
+    /// it. With no page yet, every request renders.
+    pub fn lookup(&self) -> Lookup<'_> {
+        let mut cached = self.cached();
+        match &cached.page {
+            Some((at, html)) if at.elapsed() < self.ttl || cached.refreshing => {
+                Lookup::Serve(html.clone())
+            }
+            _ => {
+                cached.refreshing = true;
+                Lookup::Render(Refresh(self))
+            }
+        }
     }
 }
 
@@ -81,4 +125,56 @@ pub async fn product(
         product: ProductView::from(&product),
         csrf: csrf.token().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod page_cache {
+    use std::time::Duration;
+
+    use actix_web::web::Bytes;
+
+    use super::{Lookup, PageCache};
+
+    fn served(lookup: Lookup<'_>) -> Option<Bytes> {
+        match lookup {
+            Lookup::Serve(html) => Some(html),
+            Lookup::Render(_) => None,
+        }
+    }
+
+    #[test]
+    fn a_stale_page_is_refreshed_by_one_request_while_the_others_get_it() {
+        let cache = PageCache::new(Duration::from_millis(20));
+        let Lookup::Render(first) = cache.lookup() else {
+            panic!("nothing to serve yet");
+        };
+        first.store(Bytes::from_static(b"v1"));
+        assert_eq!(served(cache.lookup()), Some(Bytes::from_static(b"v1")));
+
+        std::thread::sleep(Duration::from_millis(30));
+        let Lookup::Render(refresh) = cache.lookup() else {
+            panic!("a stale page is refreshed");
+        };
+        // While it renders, the others get the stale page instead of reading the database.
+        assert_eq!(served(cache.lookup()), Some(Bytes::from_static(b"v1")));
+        refresh.store(Bytes::from_static(b"v2"));
+        assert_eq!(served(cache.lookup()), Some(Bytes::from_static(b"v2")));
+    }
+
+    #[test]
+    fn a_failed_refresh_lets_the_next_request_try() {
+        let cache = PageCache::new(Duration::ZERO);
+        let Lookup::Render(first) = cache.lookup() else {
+            panic!("nothing to serve yet");
+        };
+        first.store(Bytes::from_static(b"v1"));
+        let Lookup::Render(failed) = cache.lookup() else {
+            panic!("stale at once");
+        };
+        drop(failed);
+        assert!(
+            served(cache.lookup()).is_none(),
+            "the next request refreshes"
+        );
+    }
 }
