@@ -5,9 +5,10 @@
 //! transaction; if the apply fails, that transaction is rolled back and the delivery stored
 //! again with its failure. Nothing outbound sits between receipt and ack (spec 04/05: answer
 //! within 10 s): the status check confirming an approval and any compensating cancel run after
-//! the ack ([`FollowUp`]), queued, and after the notifications being received ([`AckFirst`]). A notification already applied is acked
-//! `0000` without a second effect: at most one delivery per pgCno / cancelPgCno is ever
-//! `applied` (a unique index), across threads and instances.
+//! the ack ([`FollowUp`]), queued, and after the notifications being received ([`AckFirst`]).
+//! A notification already applied is acked `0000` without a second effect: at most one
+//! delivery per pgCno / cancelPgCno is ever `applied` (a unique index), across threads and
+//! instances.
 
 use super::Checkout;
 use super::approval::CheckedApproval;
@@ -20,7 +21,7 @@ use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::webhook::{
     CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
 };
-use crate::kicc::{Completion, GatewayCall, Outcome, PaymentStatus, TradeStatus};
+use crate::kicc::{Outcome, TradeStatus};
 
 /// Largest body accepted (spec bodies are a few hundred bytes).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -613,25 +614,8 @@ impl Checkout {
             return Ok(order);
         };
         let (call, completion) = self.kicc.send_recorded(call).await;
-        self.settle_notified(order, call, completion).await
-    }
-
-    /// What a notified approval's status check found: an approval of an order still waiting
-    /// is settled (amounts compared again; a difference is cancelled). Otherwise, or when the
-    /// order stopped waiting meanwhile (its returnUrl approval finished it), only the call's
-    /// ending is written.
-    async fn settle_notified(
-        &self,
-        order: Order,
-        call: GatewayCall<PaymentStatus>,
-        completion: Completion,
-    ) -> Result<Order, DbError> {
         let status = match call.outcome {
-            Outcome::Accepted(status)
-                if status.status == TradeStatus::Approved && waits_for_approval(order.status) =>
-            {
-                status
-            }
+            Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
             _ => {
                 self.kicc.write_completion(completion).await;
                 return Ok(order);

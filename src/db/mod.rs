@@ -343,8 +343,8 @@ impl Db {
             .connection_timeout(options.connection_timeout)
             // A PostgreSQL connection can die under us (server restart, failover); r2d2 checks
             // it when handed out and replaces a dead one (`Manager::is_valid`: `SELECT 1`
-            // unless it was in use moments ago without a failure). A SQLite file cannot, so
-            // SQLite skips the check.
+            // unless it came back to the pool moments ago). A SQLite file cannot, so SQLite
+            // skips the check.
             .test_on_check_out(url.backend() == Backend::Postgres)
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
             .build(Manager { url: url.clone() })?;
