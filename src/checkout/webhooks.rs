@@ -180,6 +180,9 @@ struct Processed {
     applied: bool,
     order_id: Option<i64>,
     follow_up: FollowUp,
+    /// The note the handling leaves on the order's timeline, written with the ack
+    /// (`webhook_deliveries::finish`: one statement on PostgreSQL).
+    note: Option<PendingNote>,
 }
 
 impl Processed {
@@ -190,6 +193,25 @@ impl Processed {
             applied: false,
             order_id: None,
             follow_up: FollowUp::None,
+            note: None,
+        }
+    }
+}
+
+/// A timeline note to write with the delivery's ack: the last write of a handling that writes
+/// one.
+struct PendingNote {
+    order_id: i64,
+    event: &'static str,
+    cause: String,
+}
+
+impl PendingNote {
+    fn as_note(&self) -> orders::Note<'_> {
+        orders::Note {
+            order_id: self.order_id,
+            event: self.event,
+            cause: &self.cause,
         }
     }
 }
@@ -237,6 +259,15 @@ impl Checkout {
             Some(parse_notification(&delivery.body))
         };
         let notification = parsed.as_ref().and_then(|p| p.as_ref().ok()).cloned();
+        // Spec 04: an approval names its order by shopOrderNo; it is read with the delivery's
+        // insert.
+        let order_no = match &notification {
+            Some(Notification::Payment(p)) => p
+                .shop_order_no
+                .as_deref()
+                .and_then(|no| ShopOrderNo::parse(no).ok()),
+            _ => None,
+        };
         let (kind, dedupe, pg_cno, shop_order_no) = match &notification {
             Some(n @ Notification::Payment(p)) => (
                 n.kind(),
@@ -341,20 +372,21 @@ impl Checkout {
                     ack_res_cd: &ok_cd,
                     ack_body: &ok_body,
                 };
-                let (id, was_applied) = webhook_deliveries::insert_unless_applied(
+                let inserted = webhook_deliveries::insert_unless_applied(
                     conn,
                     &new,
                     n.dedupe_key(),
                     duplicate,
+                    order_no.as_ref(),
                 )?;
-                if was_applied {
+                if inserted.duplicate {
                     return Ok(Stage::Applied(Processed::duplicate()));
                 }
                 reached.store(true, std::sync::atomic::Ordering::Relaxed);
                 // The effect, then the claim of its key with the ack in one statement: a
                 // delivery of the same key applied first (or committing now) makes the claim
                 // fail with a unique violation, and the rollback takes the effect back.
-                let processed = apply(conn, n)?;
+                let processed = apply(conn, n, inserted.order)?;
                 let answered = Answered {
                     outcome: processed.outcome,
                     ack_res_cd: &ok_cd,
@@ -362,10 +394,11 @@ impl Checkout {
                 };
                 webhook_deliveries::finish(
                     conn,
-                    id,
+                    inserted.id,
                     answered,
                     processed.applied,
                     processed.order_id,
+                    processed.note.as_ref().map(PendingNote::as_note),
                 )?;
                 Ok(Stage::Applied(processed))
             })
@@ -648,64 +681,67 @@ fn waits_for_approval(status: OrderStatus) -> bool {
 /// Applies a notification inside the caller's transaction, which has already found no applied
 /// delivery of its key (`receive_notification`). What it returns with `applied` claims the key
 /// when the ack is stored; one applied by a concurrent transaction since surfaces there as
-/// a unique violation, through the unique index on applied keys.
-fn apply(conn: &mut AnyConnection, notification: &Notification) -> Result<Processed, DbError> {
+/// a unique violation, through the unique index on applied keys. `order` is the order an
+/// approval names by its shopOrderNo, read with the delivery's insert.
+fn apply(
+    conn: &mut AnyConnection,
+    notification: &Notification,
+    order: Option<Order>,
+) -> Result<Processed, DbError> {
     match notification {
-        Notification::Payment(p) => apply_payment(conn, p),
+        Notification::Payment(p) => apply_payment(conn, p, order),
         Notification::Cancel(c) => apply_cancel(conn, c),
     }
 }
 
-fn unmatched() -> Result<Processed, DbError> {
+fn unmatched(note: Option<PendingNote>) -> Result<Processed, DbError> {
     Ok(Processed {
         outcome: "unmatched",
         applied: false,
         order_id: None,
         follow_up: FollowUp::None,
+        note,
     })
 }
 
-fn note(
-    conn: &mut AnyConnection,
-    order_id: i64,
-    event: &str,
-    cause: String,
-) -> Result<(), DbError> {
-    orders::add_note(conn, order_id, event, &cause)?;
-    Ok(())
+fn note(order_id: i64, event: &'static str, cause: String) -> Option<PendingNote> {
+    Some(PendingNote {
+        order_id,
+        event,
+        cause,
+    })
 }
 
-fn apply_payment(conn: &mut AnyConnection, p: &PaymentNotification) -> Result<Processed, DbError> {
-    // Spec 04: find the order by shopOrderNo and pgCno.
-    let by_number = match p.shop_order_no.as_deref().map(ShopOrderNo::parse) {
-        Some(Ok(no)) => orders::find_by_shop_order_no(conn, &no)?,
-        _ => None,
-    };
-    let Some(order) = by_number.filter(|o| o.pay_method == PayMethod::Wechat) else {
-        return unmatched();
+fn apply_payment(
+    conn: &mut AnyConnection,
+    p: &PaymentNotification,
+    order: Option<Order>,
+) -> Result<Processed, DbError> {
+    // Spec 04: find the order by shopOrderNo (read with the delivery's insert) and pgCno.
+    let Some(order) = order.filter(|o| o.pay_method == PayMethod::Wechat) else {
+        return unmatched(None);
     };
     if order
         .pg_cno
         .as_deref()
         .is_some_and(|known| known != p.pg_cno)
     {
-        note(
-            conn,
+        return unmatched(note(
             order.id,
             "webhook_unmatched",
             format!(
                 "approval notification for pgCno {} does not match the order's pgCno",
                 p.pg_cno
             ),
-        )?;
-        return unmatched();
+        ));
     }
-    let done = |outcome, follow_up| {
+    let done = |outcome, follow_up, note| {
         Ok(Processed {
             outcome,
             applied: true,
             order_id: Some(order.id),
             follow_up,
+            note,
         })
     };
     if p.res_cd != "0000" {
@@ -715,15 +751,17 @@ fn apply_payment(conn: &mut AnyConnection, p: &PaymentNotification) -> Result<Pr
                 conn,
                 &Transition::new(order.id, order.status, OrderEvent::PaymentFailed, cause),
             )?;
-        } else {
+            return done("applied", FollowUp::None, None);
+        }
+        return done(
+            "applied",
+            FollowUp::None,
             note(
-                conn,
                 order.id,
                 "webhook_failure_ignored",
                 format!("{cause} (order is {})", order.status),
-            )?;
-        }
-        return done("applied", FollowUp::None);
+            ),
+        );
     }
     let amount_ok = p.amount == Some(order.amount.minor());
     let currency_ok = p
@@ -756,13 +794,15 @@ fn apply_payment(conn: &mut AnyConnection, p: &PaymentNotification) -> Result<Pr
             None
         };
         let Some(job) = job else {
-            note(
-                conn,
-                order.id,
-                "webhook_mismatch",
-                format!("{reason}; the order is already {}", order.status),
-            )?;
-            return done("applied", FollowUp::None);
+            return done(
+                "applied",
+                FollowUp::None,
+                note(
+                    order.id,
+                    "webhook_mismatch",
+                    format!("{reason}; the order is already {}", order.status),
+                ),
+            );
         };
         let plan = CancelPlan::WechatRevise {
             pg_cno: p.pg_cno.clone(),
@@ -775,33 +815,34 @@ fn apply_payment(conn: &mut AnyConnection, p: &PaymentNotification) -> Result<Pr
                 job,
                 plan,
             },
+            None,
         );
     }
     match order.status {
-        OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving => {
+        OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving => done(
+            "accepted",
+            FollowUp::ConfirmPayment { order_id: order.id },
             note(
-                conn,
                 order.id,
                 "webhook_approval",
                 format!(
                     "approval notification (pgCno {}, amount {}): confirming with the status check",
                     p.pg_cno, order.amount
                 ),
-            )?;
-            done("accepted", FollowUp::ConfirmPayment { order_id: order.id })
-        }
-        status => {
+            ),
+        ),
+        status => done(
+            "applied",
+            FollowUp::None,
             note(
-                conn,
                 order.id,
                 "webhook_approval",
                 format!(
                     "approval notification (pgCno {}); the order is already {status}",
                     p.pg_cno
                 ),
-            )?;
-            done("applied", FollowUp::None)
-        }
+            ),
+        ),
     }
 }
 
@@ -818,27 +859,26 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
         },
     };
     let Some(order) = order else {
-        return unmatched();
+        return unmatched(None);
     };
-    let done = || {
+    let done = |note| {
         Ok(Processed {
             outcome: "applied",
             applied: true,
             order_id: Some(order.id),
             follow_up: FollowUp::None,
+            note,
         })
     };
     if c.res_cd != "0000" {
-        note(
-            conn,
+        return done(note(
             order.id,
             "cancel_failed",
             format!(
                 "cancellation notification {}: resCd {} — {}",
                 c.cancel_pg_cno, c.res_cd, c.res_msg
             ),
-        )?;
-        return done();
+        ));
     }
     let amount = c.amount.unwrap_or(order.remaining().minor()).max(0);
     let cause = format!(
@@ -854,6 +894,7 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
                 compensations::mark_confirmed(conn, job.id, Some(&c.cancel_pg_cno))?;
             }
             close_compensated_order(conn, order.id, order.amount.minor(), &cause)?;
+            done(None)
         }
         OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested => {
             // Partial cancels accumulate; the whole amount cancelled closes the order.
@@ -879,15 +920,14 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
             if let Some(job) = &job {
                 compensations::mark_confirmed(conn, job.id, Some(&c.cancel_pg_cno))?;
             }
+            done(None)
         }
-        status => note(
-            conn,
+        status => done(note(
             order.id,
             "cancel_notified",
             format!("{cause}; the order is already {status}"),
-        )?,
+        )),
     }
-    done()
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use diesel::sql_types::{BigInt, Integer, Nullable, Text, Timestamp};
 use diesel::sqlite::Sqlite;
 
 use super::gateway_calls::CallCompletion;
-use super::orders::Transition;
+use super::orders::{Note, Transition};
 
 /// Implements `QueryFragment` for SQLite and PostgreSQL with one body, plus the static
 /// `QueryId` (keyed by `$id`) and `RunQueryDsl`.
@@ -181,7 +181,8 @@ both_backends!(impl['a,] DeliveryFinish<'a>, id = DeliveryFinish<'static>, |self
 /// statement instead of a lookup and an insert (one round trip fewer per delivery on
 /// PostgreSQL, docs/BENCHMARKS.md):
 /// `INSERT INTO webhook_deliveries (…) SELECT …, CASE WHEN dup THEN answer END … FROM
-/// (SELECT EXISTS (an applied delivery of the key) AS dup) RETURNING id, outcome IS NOT NULL`.
+/// (SELECT EXISTS (an applied delivery of the key) AS dup) RETURNING id, outcome IS NOT NULL
+/// AS dup`.
 /// A duplicate is stored answered with `duplicate`; any other is stored unanswered, to be
 /// applied. (A delivery of the same key applied by a transaction still uncommitted is not seen
 /// here; the unique index on applied keys catches it when this one is applied.)
@@ -234,6 +235,92 @@ both_backends!(impl['a,] DeliveryInsert<'a>, id = DeliveryInsert<'static>, |self
     out.push_bind_param::<Text, str>(self.kind)?;
     out.push_sql(" AND dedupe_key = ");
     out.push_bind_param::<Text, str>(self.dedupe_key)?;
-    out.push_sql(" AND applied) AS dup) d RETURNING id, outcome IS NOT NULL");
+    out.push_sql(" AND applied) AS dup) d RETURNING id, outcome IS NOT NULL AS dup");
     Ok(())
 });
+
+/// The columns of an order as [`super::orders`] reads them.
+type OrderColumns = <super::orders::OrderRow as Selectable<Pg>>::SelectExpression;
+
+/// PostgreSQL only: a [`DeliveryInsert`] and the order its notification names, in one round
+/// trip instead of two (docs/BENCHMARKS.md: the ack's statements):
+/// `WITH d AS (the insert) SELECT d.id, d.dup, orders.* FROM d LEFT JOIN orders ON
+/// orders.shop_order_no = $n`. The insert always returns its one row, so the statement does too,
+/// with the order's columns `NULL` when no order has that number. SQLite has no round trips to
+/// save (and no `INSERT` in a `WITH`): it runs the two statements.
+pub(super) struct DeliveryInsertFindOrder<'a> {
+    insert: DeliveryInsert<'a>,
+    shop_order_no: &'a str,
+    columns: OrderColumns,
+}
+
+impl<'a> DeliveryInsertFindOrder<'a> {
+    pub fn new(insert: DeliveryInsert<'a>, shop_order_no: &'a str) -> Self {
+        Self {
+            insert,
+            shop_order_no,
+            columns: <super::orders::OrderRow as Selectable<Pg>>::construct_selection(),
+        }
+    }
+}
+
+impl diesel::query_builder::Query for DeliveryInsertFindOrder<'_> {
+    type SqlType = (
+        BigInt,
+        diesel::sql_types::Bool,
+        Nullable<diesel::dsl::SqlTypeOf<OrderColumns>>,
+    );
+}
+
+impl QueryFragment<Pg> for DeliveryInsertFindOrder<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("WITH d AS (");
+        QueryFragment::<Pg>::walk_ast(&self.insert, out.reborrow())?;
+        out.push_sql(") SELECT d.id, d.dup, ");
+        self.columns.walk_ast(out.reborrow())?;
+        out.push_sql(" FROM d LEFT JOIN orders ON orders.shop_order_no = ");
+        out.push_bind_param::<Text, str>(self.shop_order_no)?;
+        Ok(())
+    }
+}
+
+impl QueryId for DeliveryInsertFindOrder<'_> {
+    type QueryId = DeliveryInsertFindOrder<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Conn> RunQueryDsl<Conn> for DeliveryInsertFindOrder<'_> {}
+
+/// PostgreSQL only: a [`DeliveryFinish`] and the timeline note its handling wrote, in one round
+/// trip instead of two (docs/BENCHMARKS.md: the ack's statements): `WITH n AS (INSERT INTO
+/// order_events …) UPDATE webhook_deliveries …`. Both happen or neither: the note is refused
+/// with the statement when the claim meets the unique index. SQLite runs the two statements.
+pub(super) struct NotedDeliveryFinish<'a> {
+    pub note: Note<'a>,
+    pub finish: DeliveryFinish<'a>,
+}
+
+impl QueryFragment<Pg> for NotedDeliveryFinish<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql(
+            "WITH n AS (INSERT INTO order_events (order_id, event, from_status, to_status, \
+             cause, created_at) VALUES (",
+        );
+        out.push_bind_param::<BigInt, _>(&self.note.order_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, str>(self.note.event)?;
+        out.push_sql(", NULL, NULL, ");
+        out.push_bind_param::<Text, str>(self.note.cause)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.finish.at)?;
+        out.push_sql(")) ");
+        QueryFragment::<Pg>::walk_ast(&self.finish, out.reborrow())
+    }
+}
+
+impl QueryId for NotedDeliveryFinish<'_> {
+    type QueryId = NotedDeliveryFinish<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Conn> RunQueryDsl<Conn> for NotedDeliveryFinish<'_> {}

@@ -18,7 +18,7 @@ use crate::domain::{
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = orders)]
-struct OrderRow {
+pub(super) struct OrderRow {
     id: i64,
     shop_order_no: String,
     status: String,
@@ -333,6 +333,14 @@ pub fn timeline(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<TimelineE
         .collect()
 }
 
+/// A timeline note that is not a status change (e.g. "amount mismatch detected").
+#[derive(Debug, Clone, Copy)]
+pub struct Note<'a> {
+    pub order_id: i64,
+    pub event: &'a str,
+    pub cause: &'a str,
+}
+
 /// Writes a timeline note that is not a status change (e.g. "amount mismatch detected").
 pub fn add_note(
     conn: &mut AnyConnection,
@@ -340,12 +348,24 @@ pub fn add_note(
     event: &str,
     cause: &str,
 ) -> Result<(), DbError> {
+    write_note(
+        conn,
+        Note {
+            order_id,
+            event,
+            cause,
+        },
+    )
+}
+
+/// Writes `note` on its order's timeline.
+pub fn write_note(conn: &mut AnyConnection, note: Note<'_>) -> Result<(), DbError> {
     let row = NewOrderEventRow {
-        order_id,
-        event,
+        order_id: note.order_id,
+        event: note.event,
         from_status: None,
         to_status: None,
-        cause,
+        cause: note.cause,
         created_at: now(),
     };
     on_backend!(conn, c => diesel::insert_into(order_events::table).values(&row).execute(c))?;

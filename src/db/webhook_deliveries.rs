@@ -6,9 +6,11 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::fixed::{DeliveryFinish, DeliveryInsert};
+use super::fixed::{DeliveryFinish, DeliveryInsert, DeliveryInsertFindOrder, NotedDeliveryFinish};
+use super::orders::{self, Note, OrderRow};
 use super::schema::webhook_deliveries;
 use super::{AnyConnection, DbError, now, on_backend};
+use crate::domain::{Order, ShopOrderNo};
 
 #[derive(Insertable)]
 #[diesel(table_name = webhook_deliveries, treat_none_as_default_value = false)]
@@ -105,15 +107,28 @@ pub fn insert_answered(
     )
 }
 
+/// A parsed delivery as stored by [`insert_unless_applied`].
+#[derive(Debug)]
+pub struct Inserted {
+    pub id: i64,
+    /// A delivery of its key was applied before: stored answered as `duplicate`.
+    pub duplicate: bool,
+    /// The order the delivery names, when it was asked for and it is not a duplicate.
+    pub order: Option<Order>,
+}
+
 /// Stores a parsed delivery whose key is `dedupe_key`: answered as `duplicate` when a delivery
 /// of that key was already applied (KICC's resends), unanswered otherwise. One statement
-/// ([`DeliveryInsert`]); returns the row's id and whether it was a duplicate.
+/// ([`DeliveryInsert`]). With `order_no`, it also reads the order of that number for the
+/// delivery's handling: in the same statement on PostgreSQL ([`DeliveryInsertFindOrder`], a
+/// round trip fewer), in a second one on SQLite; a duplicate's order is not read.
 pub fn insert_unless_applied(
     conn: &mut AnyConnection,
     new: &NewDelivery<'_>,
     dedupe_key: &str,
     duplicate: Answered<'_>,
-) -> Result<(i64, bool), DbError> {
+    order_no: Option<&ShopOrderNo>,
+) -> Result<Inserted, DbError> {
     let insert = DeliveryInsert {
         kind: new.kind,
         route: new.route,
@@ -126,20 +141,47 @@ pub fn insert_unless_applied(
         shop_order_no: new.shop_order_no,
         duplicate: [duplicate.outcome, duplicate.ack_res_cd, duplicate.ack_body],
     };
-    Ok(on_backend!(conn, c => insert.get_result::<(i64, bool)>(c))?)
+    let (id, duplicate, order) = match (conn, order_no) {
+        (AnyConnection::Postgresql(c), Some(no)) => {
+            let (id, duplicate, row) = DeliveryInsertFindOrder::new(insert, no.as_str())
+                .get_result::<(i64, bool, Option<OrderRow>)>(c)?;
+            let order = match row {
+                Some(row) if !duplicate => Some(Order::try_from(row)?),
+                _ => None,
+            };
+            (id, duplicate, order)
+        }
+        (conn, order_no) => {
+            let (id, duplicate) =
+                on_backend!(&mut *conn, c => insert.get_result::<(i64, bool)>(c))?;
+            let order = match order_no {
+                Some(no) if !duplicate => orders::find_by_shop_order_no(conn, no)?,
+                _ => None,
+            };
+            (id, duplicate, order)
+        }
+    };
+    Ok(Inserted {
+        id,
+        duplicate,
+        order,
+    })
 }
 
 /// Records how a delivery was handled and what we answered; with `applied`, it also claims
 /// its key's effect, and fails with a unique violation when another delivery of the same key
-/// was applied first (also one committing concurrently).
+/// was applied first (also one committing concurrently). With `note`, the handling's note is
+/// written on the order's timeline too: in the same statement on PostgreSQL
+/// ([`NotedDeliveryFinish`], a round trip fewer), before it on SQLite.
 pub fn finish(
     conn: &mut AnyConnection,
     id: i64,
     answered: Answered<'_>,
     applied: bool,
     order_id: Option<i64>,
+    note: Option<Note<'_>>,
 ) -> Result<(), DbError> {
-    let update = DeliveryFinish {
+    let finish = DeliveryFinish {
         id,
         applied,
         outcome: answered.outcome,
@@ -148,7 +190,17 @@ pub fn finish(
         ack_body: answered.ack_body,
         at: now(),
     };
-    on_backend!(conn, c => update.execute(c))?;
+    match (conn, note) {
+        (AnyConnection::Postgresql(c), Some(note)) => {
+            NotedDeliveryFinish { note, finish }.execute(c)?;
+        }
+        (conn, note) => {
+            if let Some(note) = note {
+                orders::write_note(conn, note)?;
+            }
+            on_backend!(conn, c => finish.execute(c))?;
+        }
+    }
     Ok(())
 }
 

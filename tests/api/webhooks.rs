@@ -444,6 +444,38 @@ both_backends! {
         storm(&app, None).await;
     }
 
+    async fn approvals_naming_no_order_or_another_pg_cno_are_kept_as_unmatched(test_db) {
+        // The order is read with the delivery's insert (one statement on PostgreSQL), and the
+        // handling's note is written with its ack: here the cases where there is no order, or
+        // an order that is not the notification's.
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        let (status, ack) = app.notify("/webhooks/kicc/payment", &approval_body("NO-SUCH-ORDER", "11111111111111111111", 24000, "KRW"), Some(KICC_IP)).await;
+        assert_eq!((status, ack["resCd"].as_str(), ack["pgCno"].as_str()), (200, Some("0000"), Some("11111111111111111111")));
+        let (status, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, "22222222222222222222", 24000, "KRW"), Some(KICC_IP)).await;
+        assert_eq!((status, ack["resCd"].as_str()), (200, Some("0000")));
+        let stored: Vec<_> = app.kicc_deliveries().into_iter().map(|d| (d.outcome, d.applied, d.order_id, d.ack_res_cd)).collect();
+        let unmatched = (Some("unmatched".to_owned()), false, None, Some("0000".to_owned()));
+        assert_eq!(stored, [unmatched.clone(), unmatched]);
+        assert_eq!(app.events(&no).iter().filter(|e| *e == "webhook_unmatched").count(), 1, "{:?}", app.events(&no));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(app.status_of(&no).await["status"], "pending");
+        // The order's own notification is then applied, its note on the timeline, once.
+        let (_, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
+        assert_eq!(ack["resCd"], "0000");
+        app.until_status(&no, "paid").await;
+        let events = app.events(&no);
+        assert_eq!(events.iter().filter(|e| *e == "webhook_approval").count(), 1, "{events:?}");
+        let last = app.kicc_deliveries().pop().unwrap();
+        assert_eq!((last.outcome.as_deref(), last.applied), (Some("accepted"), true));
+        assert!(last.order_id.is_some());
+        // A resend after it was paid: a duplicate, no second note.
+        let (_, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
+        assert_eq!(ack["resCd"], "0000");
+        assert_eq!(app.kicc_deliveries().pop().unwrap().outcome.as_deref(), Some("duplicate"));
+        assert_eq!(app.events(&no).iter().filter(|e| *e == "webhook_approval").count(), 1);
+    }
+
     async fn an_unknown_cancellation_is_acked_and_kept_as_unmatched(test_db) {
         let app = app(test_db).await;
         let (status, ack) = app.notify("/webhooks/kicc/cancel", &cancel_body("NO-SUCH-ORDER", "99999999999999999999", "C-9", 1000), Some(KICC_IP)).await;
