@@ -332,8 +332,8 @@ def reconcile(db, sandbox_base, orders, deliveries_sent, acked):
 
 # ---- the runs ----------------------------------------------------------------------------
 
-def start_stack(db, tmp, extra=None, wrap=()):
-    sandbox = Proc([BIN, "sandbox", "--bind", "127.0.0.1:0"],
+def start_stack(db, tmp, extra=None, wrap=(), bin=BIN):
+    sandbox = Proc([bin, "sandbox", "--bind", "127.0.0.1:0"],
                    {"SANDBOX_WEBHOOK_BACKOFF_MS": "600000", "SANDBOX_AUTO_APPROVE_MS": "0"}, "sandbox")
     env = {
         "DATABASE_URL": db.url, "BIND_ADDR": "127.0.0.1:0",
@@ -344,7 +344,7 @@ def start_stack(db, tmp, extra=None, wrap=()):
         "WEBHOOK_ALLOWED_IPS": "127.0.0.1", "CHECKOUT_RATE_LIMIT": "1000000",
     }
     env.update(extra or {})
-    app = Proc([*wrap, BIN, "serve"], env, "app")
+    app = Proc([*wrap, bin, "serve"], env, "app")
     return sandbox, app
 
 
@@ -427,6 +427,60 @@ def bench(backend, tmp):
             s.stop()
         results["startup_ms"] = sorted(times)[2]
     return results
+
+
+def distinct_webhooks(backend, tmp, bin, n):
+    """One A/B sample: a fresh database and stack from `bin`, `n` orders paid at KICC, their
+    approval notifications delivered once each at 64 connections. Returns the rate (from the
+    app's own receipt times), wrk's p50/p99, and whether every order was then paid."""
+    db = Database(backend, tmp)
+    sandbox, app = start_stack(db, tmp, bin=bin)
+    try:
+        orders = create_orders(app.base, n)
+        approve_at_kicc(sandbox.base, orders)
+        bodies, count = write_bodies(tmp, orders, 1, "ab.jsonl")
+        # wrk waits out -d even when every delivery is answered; 30 s covers the orders.
+        r = wrk(app.base, "benches/load/notify.lua", 64, seconds=30, args=(bodies, "2", "once"))
+        first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
+        span = seconds_between(first, last)
+        paid = until_paid(db, [o[0] for o in orders])
+        return {"rps": count / span if span > 0 else float("nan"), "p50": r["p50_ms"],
+                "p99": r["p99_ms"], "ok": paid == count == r["acked"]}
+    finally:
+        app.stop()
+        sandbox.stop()
+        db.drop()
+
+
+def ab(backend, tmp, bins):
+    """Distinct approval webhooks from two builds, alternating, with the one-insert ceiling
+    measured beside each pair: `AB_ROUNDS` rounds (default 3) of `AB_ORDERS` orders (default
+    3,000). The machine's noise moves both builds of a round alike, so the per-round ratios
+    compare them."""
+    rounds = int(os.environ.get("AB_ROUNDS", "3"))
+    n = int(os.environ.get("AB_ORDERS", "3000"))
+    rows = []
+    for r in range(rounds):
+        cdb = Database(backend, tmp)
+        ceiling = Proc([CEILING, "--bind", "127.0.0.1:0", "--database-url", cdb.url], {}, "ceiling")
+        ins = wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", 64, seconds=5)
+        ceiling.stop()
+        cdb.drop()
+        # Alternate which build goes first, so neither always meets a warmer machine.
+        order = list(enumerate(bins)) if r % 2 == 0 else list(reversed(list(enumerate(bins))))
+        for i, b in order:
+            res = distinct_webhooks(backend, tmp, b, n)
+            res.update(round=r + 1, build="AB"[i], ceiling=ins["rps"])
+            log(f"   round {r + 1} build {'AB'[i]} ({b}): {res}")
+            rows.append(res)
+    out = ["| round | build | distinct acks/s | ratio to insert ceiling | p50 ms | p99 ms | correct |",
+           "|---:|---|---:|---:|---:|---:|---|"]
+    for x in rows:
+        out.append(f"| {x['round']} | {x['build']} | {x['rps']:.0f} | {100 * x['rps'] / x['ceiling']:.0f}% "
+                   f"of {x['ceiling']:.0f} | {x['p50']:.2f} | {x['p99']:.2f} | {'OK' if x['ok'] else 'NO'} |")
+    print("\n".join(out))
+    print(f"A = {bins[0]}, B = {bins[1]}")
+    return all(x["ok"] for x in rows)
 
 
 def seconds_between(a, b):
@@ -591,7 +645,7 @@ def reliability(backend, tmp, n_orders=2000, deliveries=10000, conns=200):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["bench", "reliability", "profile"])
+    ap.add_argument("mode", choices=["bench", "reliability", "profile", "ab"])
     ap.add_argument("backend", nargs="?", default="both", choices=["sqlite", "postgres", "both"])
     a = ap.parse_args()
     backends = ["sqlite", "postgres"] if a.backend == "both" else [a.backend]
@@ -609,6 +663,9 @@ def main():
                       f"{'OK' if r['check_ok'] else 'MISMATCH'} {json.dumps(r['check'])}")
             print(json.dumps(results), file=open(os.path.join("target", "load-results.json"), "w"))
             sys.exit(0 if all(r["check_ok"] for r in results.values()) else 1)
+        if a.mode == "ab":
+            bins = os.environ["AB_BINS"].split(",")
+            sys.exit(0 if all([ab(b, tmp, bins) for b in backends]) else 1)
         if a.mode == "profile":
             for b in backends:
                 profile(b, tmp)
