@@ -429,6 +429,24 @@ def bench(backend, tmp):
     return results
 
 
+def server_cpu():
+    """CPU seconds so far of every PostgreSQL server process on this machine (the postmaster's
+    children: the pooled connections' backends, the WAL writer, the checkpointer)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        if s[s.index("(") + 1:s.rindex(")")].startswith("postgres"):
+            fields = s.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
 def distinct_webhooks(backend, tmp, bin, n):
     """One A/B sample: a fresh database and stack from `bin`, `n` orders paid at KICC, their
     approval notifications delivered once each at 64 connections. Returns the rate (from the
@@ -439,13 +457,18 @@ def distinct_webhooks(backend, tmp, bin, n):
         orders = create_orders(app.base, n)
         approve_at_kicc(sandbox.base, orders)
         bodies, count = write_bodies(tmp, orders, 1, "ab.jsonl")
+        app_cpu0, server_cpu0 = app.stat()[0], server_cpu()
         # wrk waits out -d even when every delivery is answered; 30 s covers the orders.
         r = wrk(app.base, "benches/load/notify.lua", 64, seconds=30, args=(bodies, "2", "once"))
         first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
         span = seconds_between(first, last)
         paid = until_paid(db, [o[0] for o in orders])
+        # CPU per paid order: its ack and its follow-up (status check, `paid`), app and server.
+        app_ms = (app.stat()[0] - app_cpu0) * 1000 / count
+        server_ms = (server_cpu() - server_cpu0) * 1000 / count if backend == "postgres" else 0.0
         return {"rps": count / span if span > 0 else float("nan"), "p50": r["p50_ms"],
-                "p99": r["p99_ms"], "ok": paid == count == r["acked"]}
+                "p99": r["p99_ms"], "ok": paid == count == r["acked"],
+                "app_cpu_ms": app_ms, "server_cpu_ms": server_ms}
     finally:
         app.stop()
         sandbox.stop()
@@ -473,11 +496,13 @@ def ab(backend, tmp, bins):
             res.update(round=r + 1, build="AB"[i], ceiling=ins["rps"])
             log(f"   round {r + 1} build {'AB'[i]} ({b}): {res}")
             rows.append(res)
-    out = ["| round | build | distinct acks/s | ratio to insert ceiling | p50 ms | p99 ms | correct |",
-           "|---:|---|---:|---:|---:|---:|---|"]
+    out = ["| round | build | distinct acks/s | ratio to insert ceiling | p50 ms | p99 ms "
+           "| CPU ms per order: app / PostgreSQL | correct |",
+           "|---:|---|---:|---:|---:|---:|---:|---|"]
     for x in rows:
         out.append(f"| {x['round']} | {x['build']} | {x['rps']:.0f} | {100 * x['rps'] / x['ceiling']:.0f}% "
-                   f"of {x['ceiling']:.0f} | {x['p50']:.2f} | {x['p99']:.2f} | {'OK' if x['ok'] else 'NO'} |")
+                   f"of {x['ceiling']:.0f} | {x['p50']:.2f} | {x['p99']:.2f} "
+                   f"| {x['app_cpu_ms']:.2f} / {x['server_cpu_ms']:.2f} | {'OK' if x['ok'] else 'NO'} |")
     print("\n".join(out))
     print(f"A = {bins[0]}, B = {bins[1]}")
     return all(x["ok"] for x in rows)

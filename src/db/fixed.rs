@@ -244,9 +244,10 @@ type OrderColumns = <super::orders::OrderRow as Selectable<Pg>>::SelectExpressio
 
 /// PostgreSQL only: a [`DeliveryInsert`] and the order its notification names, in one round
 /// trip instead of two (docs/BENCHMARKS.md: the ack's statements):
-/// `WITH d AS (the insert) SELECT d.id, d.dup, orders.* FROM d LEFT JOIN orders ON
-/// orders.shop_order_no = $n`. The insert always returns its one row, so the statement does too,
-/// with the order's columns `NULL` when no order has that number. SQLite has no round trips to
+/// `WITH d AS (the insert) SELECT d.id, d.dup, orders.* FROM d LEFT JOIN LATERAL (the order
+/// of number $n, unless d.dup) AS orders ON TRUE`. The insert always returns its one row, so
+/// the statement does too, with the order's columns `NULL` when no order has that number or
+/// the delivery is a duplicate. SQLite has no round trips to
 /// save (and no `INSERT` in a `WITH`): it runs the two statements.
 pub(super) struct DeliveryInsertFindOrder<'a> {
     insert: DeliveryInsert<'a>,
@@ -278,8 +279,15 @@ impl QueryFragment<Pg> for DeliveryInsertFindOrder<'_> {
         QueryFragment::<Pg>::walk_ast(&self.insert, out.reborrow())?;
         out.push_sql(") SELECT d.id, d.dup, ");
         self.columns.walk_ast(out.reborrow())?;
-        out.push_sql(" FROM d LEFT JOIN orders ON orders.shop_order_no = ");
+        // A duplicate needs no order: `NOT d.dup` in the lateral subquery is a one-time filter,
+        // so its index scan does not run then. The subquery takes the table's name, so the
+        // columns above read from it.
+        out.push_sql(
+            " FROM d LEFT JOIN LATERAL (SELECT * FROM orders WHERE NOT d.dup AND \
+             orders.shop_order_no = ",
+        );
         out.push_bind_param::<Text, str>(self.shop_order_no)?;
+        out.push_sql(") AS orders ON TRUE");
         Ok(())
     }
 }
