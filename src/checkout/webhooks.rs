@@ -326,8 +326,8 @@ impl Checkout {
         // One write transaction: the delivery stored, then applied, then its ack. If the apply
         // or the ack fails, the whole transaction is rolled back, the delivery with it, and the
         // delivery is stored again with how it ended (below): no savepoint, which on PostgreSQL
-        // is two round trips of every delivery's ten. If even that fails, KICC must resend
-        // (spec 04: non-0000).
+        // would be two more round trips (the ack is four: `BEGIN`, two statements, `COMMIT`).
+        // If even that fails, KICC must resend (spec 04: non-0000).
         let incoming = std::sync::Arc::new(Incoming {
             kind,
             route: delivery.route,

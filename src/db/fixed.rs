@@ -1,5 +1,6 @@
-//! The hot `UPDATE`s written as fixed SQL, so each is prepared once per pooled connection and
-//! then found in diesel's statement cache by its type.
+//! The hot statements written as fixed SQL, so each is prepared once per pooled connection and
+//! then found in diesel's statement cache by its type; and, on PostgreSQL, the ack's statements
+//! joined in pairs (`WITH` … `INSERT`), a round trip fewer each.
 //!
 //! Diesel never caches an `UPDATE` built with its DSL: `UpdateStatement` marks itself unsafe to
 //! cache, because a changeset with optional fields renders different SQL from call to call. So
