@@ -65,8 +65,7 @@ class Proc:
     def stat(self):
         """(CPU seconds so far, peak RSS in MiB)."""
         with open(f"/proc/{self.p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            cpu = cpu_seconds(f.read())
         with open(f"/proc/{self.p.pid}/status") as f:
             hwm = next(int(l.split()[1]) for l in f if l.startswith("VmHWM"))
         return cpu, hwm / 1024
@@ -383,9 +382,7 @@ def bench(backend, tmp):
                             app.base, "benches/load/notify.lua", 64, seconds=120,
                             args=(bodies, "2", "once"))),
                         f"{backend}/webhooks_distinct")
-    first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
-    span = seconds_between(first, last)
-    distinct["rps"] = count / span if span > 0 else float("nan")
+    distinct["rps"] = receipt_rate(db, count)
     results["webhooks_distinct"] = distinct
     paid = until_paid(db, [o[0] for o in orders])
     log(f"== {backend}: {paid}/{len(orders)} paid; duplicates")
@@ -429,6 +426,20 @@ def bench(backend, tmp):
     return results
 
 
+def cpu_seconds(stat):
+    """User plus system CPU seconds from a `/proc/PID/stat` line."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def receipt_rate(db, count):
+    """Deliveries per second over the app's own receipt times of the stored deliveries (wrk
+    waits out its -d, so its own rate would understate a phase that ends early)."""
+    first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
+    span = seconds_between(first, last)
+    return count / span if span > 0 else float("nan")
+
+
 def server_cpu():
     """CPU seconds so far of every PostgreSQL server process on this machine (the postmaster's
     children: the pooled connections' backends, the WAL writer, the checkpointer)."""
@@ -442,9 +453,8 @@ def server_cpu():
         except OSError:
             continue
         if s[s.index("(") + 1:s.rindex(")")].startswith("postgres"):
-            fields = s.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+            total += cpu_seconds(s)
+    return total
 
 
 def distinct_webhooks(backend, tmp, bin, n):
@@ -460,13 +470,12 @@ def distinct_webhooks(backend, tmp, bin, n):
         app_cpu0, server_cpu0 = app.stat()[0], server_cpu()
         # wrk waits out -d even when every delivery is answered; 30 s covers the orders.
         r = wrk(app.base, "benches/load/notify.lua", 64, seconds=30, args=(bodies, "2", "once"))
-        first, last = db.rows("SELECT MIN(received_at), MAX(received_at) FROM webhook_deliveries")[0]
-        span = seconds_between(first, last)
+        rps = receipt_rate(db, count)
         paid = until_paid(db, [o[0] for o in orders])
         # CPU per paid order: its ack and its follow-up (status check, `paid`), app and server.
         app_ms = (app.stat()[0] - app_cpu0) * 1000 / count
         server_ms = (server_cpu() - server_cpu0) * 1000 / count if backend == "postgres" else 0.0
-        return {"rps": count / span if span > 0 else float("nan"), "p50": r["p50_ms"],
+        return {"rps": rps, "p50": r["p50_ms"],
                 "p99": r["p99_ms"], "ok": paid == count == r["acked"],
                 "app_cpu_ms": app_ms, "server_cpu_ms": server_ms}
     finally:

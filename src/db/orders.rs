@@ -333,7 +333,8 @@ pub fn timeline(conn: &mut AnyConnection, order_id: i64) -> Result<Vec<TimelineE
         .collect()
 }
 
-/// A timeline note that is not a status change (e.g. "amount mismatch detected").
+/// A timeline note that is not a status change, to write with another statement
+/// (`webhook_deliveries::finish`); [`add_note`] writes one alone.
 #[derive(Debug, Clone, Copy)]
 pub struct Note<'a> {
     pub order_id: i64,
@@ -348,24 +349,12 @@ pub fn add_note(
     event: &str,
     cause: &str,
 ) -> Result<(), DbError> {
-    write_note(
-        conn,
-        Note {
-            order_id,
-            event,
-            cause,
-        },
-    )
-}
-
-/// Writes `note` on its order's timeline.
-pub fn write_note(conn: &mut AnyConnection, note: Note<'_>) -> Result<(), DbError> {
     let row = NewOrderEventRow {
-        order_id: note.order_id,
-        event: note.event,
+        order_id,
+        event,
         from_status: None,
         to_status: None,
-        cause: note.cause,
+        cause,
         created_at: now(),
     };
     on_backend!(conn, c => diesel::insert_into(order_events::table).values(&row).execute(c))?;

@@ -196,7 +196,7 @@ pub fn finish(
         }
         (conn, note) => {
             if let Some(note) = note {
-                orders::write_note(conn, note)?;
+                orders::add_note(conn, note.order_id, note.event, note.cause)?;
             }
             on_backend!(conn, c => finish.execute(c))?;
         }
