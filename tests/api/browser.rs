@@ -377,7 +377,16 @@ async fn the_review_page_runs_to_all_pass() {
         if passed > 0 && passed < total {
             saw_partial = true;
         }
-        if passed == total {
+        // Every row can be in while the run is still `running` (its report is made after the
+        // last scenario); the page shows the verdict at its next poll: wait for `done`.
+        let state = c
+            .find(Locator::Id("review"))
+            .await
+            .unwrap()
+            .attr("data-state")
+            .await
+            .unwrap();
+        if passed == total && state.as_deref() == Some("done") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
