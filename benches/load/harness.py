@@ -475,9 +475,21 @@ def distinct_webhooks(backend, tmp, bin, n):
         # CPU per paid order: its ack and its follow-up (status check, `paid`), app and server.
         app_ms = (app.stat()[0] - app_cpu0) * 1000 / count
         server_ms = (server_cpu() - server_cpu0) * 1000 / count if backend == "postgres" else 0.0
-        return {"rps": rps, "p50": r["p50_ms"],
-                "p99": r["p99_ms"], "ok": paid == count == r["acked"],
-                "app_cpu_ms": app_ms, "server_cpu_ms": server_ms}
+        res = {"rps": rps, "p50": r["p50_ms"],
+               "p99": r["p99_ms"], "ok": paid == count == r["acked"],
+               "app_cpu_ms": app_ms, "server_cpu_ms": server_ms, "hot": ""}
+        app.stop()
+        if backend == "postgres":
+            # Once the app's backends have exited, their table statistics are in.
+            for _ in range(100):
+                if db.one("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND pid <> pg_backend_pid()") == "0":
+                    break
+                time.sleep(0.05)
+            upd, hot = db.rows("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                               "WHERE relname = 'webhook_deliveries'")[0]
+            res["hot"] = f"{hot} of {upd}"
+        return res
     finally:
         app.stop()
         sandbox.stop()
@@ -506,12 +518,13 @@ def ab(backend, tmp, bins):
             log(f"   round {r + 1} build {'AB'[i]} ({b}): {res}")
             rows.append(res)
     out = ["| round | build | distinct acks/s | ratio to insert ceiling | p50 ms | p99 ms "
-           "| CPU ms per order: app / PostgreSQL | correct |",
-           "|---:|---|---:|---:|---:|---:|---:|---|"]
+           "| CPU ms per order: app / PostgreSQL | deliveries' HOT updates | correct |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for x in rows:
         out.append(f"| {x['round']} | {x['build']} | {x['rps']:.0f} | {100 * x['rps'] / x['ceiling']:.0f}% "
                    f"of {x['ceiling']:.0f} | {x['p50']:.2f} | {x['p99']:.2f} "
-                   f"| {x['app_cpu_ms']:.2f} / {x['server_cpu_ms']:.2f} | {'OK' if x['ok'] else 'NO'} |")
+                   f"| {x['app_cpu_ms']:.2f} / {x['server_cpu_ms']:.2f} | {x['hot'] or '-'} "
+                   f"| {'OK' if x['ok'] else 'NO'} |")
     print("\n".join(out))
     print(f"A = {bins[0]}, B = {bins[1]}")
     return all(x["ok"] for x in rows)

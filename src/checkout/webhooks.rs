@@ -176,7 +176,8 @@ pub enum FollowUp {
 /// How processing ended inside the transaction.
 struct Processed {
     outcome: &'static str,
-    /// The delivery claims its key's effect (stored with its ack: `webhook_deliveries::finish`).
+    /// The delivery keeps its claim on its key's effect (stored with its ack:
+    /// `webhook_deliveries::finish`).
     applied: bool,
     order_id: Option<i64>,
     follow_up: FollowUp,
@@ -372,34 +373,35 @@ impl Checkout {
                     ack_res_cd: &ok_cd,
                     ack_body: &ok_body,
                 };
-                let inserted = webhook_deliveries::insert_unless_applied(
+                // Otherwise stored claiming its key: a delivery of the same key applied first
+                // by a transaction still committing makes this fail with a unique violation,
+                // before any effect.
+                let mut inserted = webhook_deliveries::insert_unless_applied(
                     conn,
                     &new,
                     n.dedupe_key(),
                     duplicate,
+                    expected_outcome(n),
                     order_no.as_ref(),
                 )?;
                 if inserted.duplicate {
                     return Ok(Stage::Applied(Processed::duplicate()));
                 }
                 reached.store(true, std::sync::atomic::Ordering::Relaxed);
-                // The effect, then the claim of its key with the ack in one statement: a
-                // delivery of the same key applied first (or committing now) makes the claim
-                // fail with a unique violation, and the rollback takes the effect back.
-                let processed = apply(conn, n, inserted.order)?;
-                let answered = Answered {
-                    outcome: processed.outcome,
-                    ack_res_cd: &ok_cd,
-                    ack_body: &ok_body,
+                // The effect, then the ack (with the handling's note, one statement on
+                // PostgreSQL).
+                let processed = apply(conn, n, inserted.order.take())?;
+                let handled = webhook_deliveries::Handled {
+                    answered: Answered {
+                        outcome: processed.outcome,
+                        ack_res_cd: &ok_cd,
+                        ack_body: &ok_body,
+                    },
+                    applied: processed.applied,
+                    order_id: processed.order_id,
+                    note: processed.note.as_ref().map(PendingNote::as_note),
                 };
-                webhook_deliveries::finish(
-                    conn,
-                    inserted.id,
-                    answered,
-                    processed.applied,
-                    processed.order_id,
-                    processed.note.as_ref().map(PendingNote::as_note),
-                )?;
+                webhook_deliveries::finish(conn, &inserted, handled)?;
                 Ok(Stage::Applied(processed))
             })
             .await;
@@ -417,18 +419,20 @@ impl Checkout {
                 );
                 return (ok, processed.follow_up);
             }
+            Err(e) if webhook_deliveries::is_claimed_by_another(&e) => {
+                // Another delivery of the same key was applied first, committing while this
+                // one was stored: rolled back before any effect, stored again as a duplicate
+                // and acked.
+                self.store_answered(incoming, "duplicate", &ok).await;
+                return (ok, FollowUp::None);
+            }
             Err(e) if reached_apply.load(std::sync::atomic::Ordering::Relaxed) => e,
             Err(e) => {
                 log::error!("webhook from {} not stored: {e}", incoming.source_ip);
                 return (failed, FollowUp::None);
             }
         };
-        // Rolled back after the delivery's key was found unapplied: stored again, answered.
-        if failure.is_unique_violation() {
-            // Another delivery of the same key was applied first: acked, no second effect.
-            self.store_answered(incoming, "duplicate", &ok).await;
-            return (ok, FollowUp::None);
-        }
+        // Rolled back after the delivery was stored claiming its key: stored again, answered.
         self.store_answered(incoming, "failed", &failed).await;
         let notification = notification.expect("applied when parsed");
         log::error!(
@@ -678,10 +682,26 @@ fn waits_for_approval(status: OrderStatus) -> bool {
     )
 }
 
-/// Applies a notification inside the caller's transaction, which has already found no applied
-/// delivery of its key (`receive_notification`). What it returns with `applied` claims the key
-/// when the ack is stored; one applied by a concurrent transaction since surfaces there as
-/// a unique violation, through the unique index on applied keys. `order` is the order an
+/// A delivery's outcome when its notification took effect.
+const APPLIED: &str = "applied";
+/// An approval's outcome when its order waits for it: applied, and confirmed by a status check
+/// after the ack.
+const ACCEPTED: &str = "accepted";
+
+/// The outcome a notification's handling usually ends with, stored with its delivery's claim
+/// (`webhook_deliveries::insert_unless_applied`), so that the ack alone is written after it: an
+/// approval for the order waiting for it (spec 04). A cancellation's order is found by its
+/// handling, so its delivery is always finished in full.
+fn expected_outcome(notification: &Notification) -> &'static str {
+    match notification {
+        Notification::Payment(_) => ACCEPTED,
+        Notification::Cancel(_) => APPLIED,
+    }
+}
+
+/// Applies a notification inside the caller's transaction, which has stored its delivery
+/// claiming its key (`receive_notification`): no other delivery of the key is applied. What it
+/// returns without `applied` releases the key when the ack is stored. `order` is the order an
 /// approval names by its shopOrderNo, read with the delivery's insert.
 fn apply(
     conn: &mut AnyConnection,
@@ -751,10 +771,10 @@ fn apply_payment(
                 conn,
                 &Transition::new(order.id, order.status, OrderEvent::PaymentFailed, cause),
             )?;
-            return done("applied", FollowUp::None, None);
+            return done(APPLIED, FollowUp::None, None);
         }
         return done(
-            "applied",
+            APPLIED,
             FollowUp::None,
             note(
                 order.id,
@@ -795,7 +815,7 @@ fn apply_payment(
         };
         let Some(job) = job else {
             return done(
-                "applied",
+                APPLIED,
                 FollowUp::None,
                 note(
                     order.id,
@@ -809,7 +829,7 @@ fn apply_payment(
             amount,
         };
         return done(
-            "applied",
+            APPLIED,
             FollowUp::Compensate {
                 order_id: order.id,
                 job,
@@ -820,7 +840,7 @@ fn apply_payment(
     }
     match order.status {
         OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving => done(
-            "accepted",
+            ACCEPTED,
             FollowUp::ConfirmPayment { order_id: order.id },
             note(
                 order.id,
@@ -832,7 +852,7 @@ fn apply_payment(
             ),
         ),
         status => done(
-            "applied",
+            APPLIED,
             FollowUp::None,
             note(
                 order.id,
@@ -863,7 +883,7 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
     };
     let done = |note| {
         Ok(Processed {
-            outcome: "applied",
+            outcome: APPLIED,
             applied: true,
             order_id: Some(order.id),
             follow_up: FollowUp::None,

@@ -93,8 +93,11 @@ fn search(conn: &mut AnyConnection, text: &str) -> Result<Vec<i64>, DbError> {
         .load(conn)?;
     ids.extend(
         webhook_deliveries::table
+            // Applied cancellations only (the others name no order): the unique index on
+            // applied keys (kind, dedupe_key) WHERE applied finds them.
             .filter(webhook_deliveries::kind.eq("cancel"))
             .filter(webhook_deliveries::dedupe_key.eq(text))
+            .filter(webhook_deliveries::applied)
             .filter(webhook_deliveries::order_id.is_not_null())
             .select(webhook_deliveries::order_id.assume_not_null())
             .load::<i64>(conn)?,

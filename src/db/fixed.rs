@@ -145,12 +145,14 @@ both_backends!(impl['a,] CallCompletionUpdate<'a>, id = CallCompletionUpdate<'st
     Ok(())
 });
 
-/// A delivery's handling and ack, and whether it claims its key's effect:
-/// `UPDATE webhook_deliveries SET applied, outcome, order_id, ack_res_cd, ack_body, acked_at
-/// WHERE id`. `applied = TRUE` is refused by the unique partial index on applied keys when
-/// another delivery of the key was applied first (also one committing concurrently): one
-/// statement for the claim and the ack, the last of the delivery's transaction.
-pub(super) struct DeliveryFinish<'a> {
+/// A delivery's handling and ack: `UPDATE webhook_deliveries SET ack_res_cd, ack_body, acked_at
+/// WHERE id`, the last write of the delivery's transaction. [`DeliveryInsert`] stored the
+/// delivery as claiming its key with the handling's expected outcome; when the handling ends
+/// otherwise, `FULL` also sets `applied, outcome, order_id` (a delivery that does not claim its
+/// key releases it then). When it ends as expected, no indexed column changes, so PostgreSQL
+/// can update the row in place (HOT, no new entries in the table's indexes) and SQLite rewrites
+/// the row alone.
+pub(super) struct DeliveryFinish<'a, const FULL: bool> {
     pub id: i64,
     pub applied: bool,
     pub outcome: &'a str,
@@ -160,19 +162,25 @@ pub(super) struct DeliveryFinish<'a> {
     pub at: NaiveDateTime,
 }
 
-both_backends!(impl['a,] DeliveryFinish<'a>, id = DeliveryFinish<'static>, |self, out| {
-    out.push_sql("UPDATE webhook_deliveries SET applied = ");
-    out.push_bind_param::<diesel::sql_types::Bool, _>(&self.applied)?;
-    out.push_sql(", outcome = ");
-    out.push_bind_param::<Text, str>(self.outcome)?;
-    out.push_sql(", order_id = ");
-    out.push_bind_param::<Nullable<BigInt>, _>(&self.order_id)?;
-    out.push_sql(", ack_res_cd = ");
+/// The cache key of a [`DeliveryFinish`].
+pub(super) struct DeliveryFinishId<const FULL: bool>;
+
+both_backends!(impl['a, const FULL: bool,] DeliveryFinish<'a, FULL>, id = DeliveryFinishId<FULL>,
+    |self, out| {
+    out.push_sql("UPDATE webhook_deliveries SET ack_res_cd = ");
     out.push_bind_param::<Text, str>(self.ack_res_cd)?;
     out.push_sql(", ack_body = ");
     out.push_bind_param::<Text, str>(self.ack_body)?;
     out.push_sql(", acked_at = ");
     out.push_bind_param::<Timestamp, _>(&self.at)?;
+    if FULL {
+        out.push_sql(", applied = ");
+        out.push_bind_param::<diesel::sql_types::Bool, _>(&self.applied)?;
+        out.push_sql(", outcome = ");
+        out.push_bind_param::<Text, str>(self.outcome)?;
+        out.push_sql(", order_id = ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.order_id)?;
+    }
     out.push_sql(" WHERE id = ");
     out.push_bind_param::<BigInt, _>(&self.id)?;
     Ok(())
@@ -181,12 +189,16 @@ both_backends!(impl['a,] DeliveryFinish<'a>, id = DeliveryFinish<'static>, |self
 /// A delivery stored together with the answer to "was its key applied before?", in one
 /// statement instead of a lookup and an insert (one round trip fewer per delivery on
 /// PostgreSQL, docs/BENCHMARKS.md):
-/// `INSERT INTO webhook_deliveries (…) SELECT …, CASE WHEN dup THEN answer END … FROM
-/// (SELECT EXISTS (an applied delivery of the key) AS dup) RETURNING id, outcome IS NOT NULL
-/// AS dup`.
-/// A duplicate is stored answered with `duplicate`; any other is stored unanswered, to be
-/// applied. (A delivery of the same key applied by a transaction still uncommitted is not seen
-/// here; the unique index on applied keys catches it when this one is applied.)
+/// `INSERT INTO webhook_deliveries (…) SELECT …, NOT d.dup, CASE WHEN d.dup THEN answer ELSE
+/// expected END, (the order numbered $n, unless d.dup) … FROM (SELECT EXISTS (an applied
+/// delivery of the key) AS dup) d RETURNING id, NOT applied AS dup, order_id`.
+///
+/// A duplicate is stored answered with `duplicate`, applying nothing. Any other is stored
+/// claiming its key (`applied`), with the outcome its handling is expected to end with and the
+/// order its notification names, so that [`DeliveryFinish`] usually writes only the ack (a HOT
+/// update on PostgreSQL). The claim is made by the insert: a delivery of the same key applied
+/// by a transaction still uncommitted, which `EXISTS` does not see, makes it wait on the unique
+/// index on applied keys and then fail with a unique violation, before any effect.
 pub(super) struct DeliveryInsert<'a> {
     pub kind: &'a str,
     pub route: &'a str,
@@ -197,19 +209,23 @@ pub(super) struct DeliveryInsert<'a> {
     pub dedupe_key: &'a str,
     pub pg_cno: Option<&'a str>,
     pub shop_order_no: Option<&'a str>,
+    /// The outcome the handling is expected to end with, stored with the claim.
+    pub expected: &'a str,
+    /// The shopOrderNo of the order the notification names: its id is stored with the claim.
+    pub order_no: Option<&'a str>,
     /// The duplicate's outcome, ack code and ack body.
     pub duplicate: [&'a str; 3],
 }
 
 impl diesel::query_builder::Query for DeliveryInsert<'_> {
-    type SqlType = (BigInt, diesel::sql_types::Bool);
+    type SqlType = (BigInt, diesel::sql_types::Bool, Nullable<BigInt>);
 }
 
 both_backends!(impl['a,] DeliveryInsert<'a>, id = DeliveryInsert<'static>, |self, out| {
     out.push_sql(
         "INSERT INTO webhook_deliveries (kind, route, source_ip, headers, body, received_at, \
-         dedupe_key, pg_cno, shop_order_no, applied, outcome, ack_res_cd, ack_body, acked_at) \
-         SELECT ",
+         dedupe_key, pg_cno, shop_order_no, applied, outcome, order_id, ack_res_cd, ack_body, \
+         acked_at) SELECT ",
     );
     for text in [self.kind, self.route, self.source_ip, self.headers, self.body] {
         out.push_bind_param::<Text, str>(text)?;
@@ -222,8 +238,14 @@ both_backends!(impl['a,] DeliveryInsert<'a>, id = DeliveryInsert<'static>, |self
     out.push_bind_param::<Nullable<Text>, _>(&self.pg_cno)?;
     out.push_sql(", ");
     out.push_bind_param::<Nullable<Text>, _>(&self.shop_order_no)?;
-    out.push_sql(", FALSE");
-    for text in &self.duplicate {
+    out.push_sql(", NOT d.dup, CASE WHEN d.dup THEN ");
+    out.push_bind_param::<Text, str>(self.duplicate[0])?;
+    out.push_sql(" ELSE ");
+    out.push_bind_param::<Text, str>(self.expected)?;
+    out.push_sql(" END, (SELECT id FROM orders WHERE NOT d.dup AND shop_order_no = ");
+    out.push_bind_param::<Nullable<Text>, _>(&self.order_no)?;
+    out.push_sql(")");
+    for text in &self.duplicate[1..] {
         out.push_sql(", CASE WHEN d.dup THEN ");
         out.push_bind_param::<Text, str>(text)?;
         out.push_sql(" END");
@@ -236,7 +258,7 @@ both_backends!(impl['a,] DeliveryInsert<'a>, id = DeliveryInsert<'static>, |self
     out.push_bind_param::<Text, str>(self.kind)?;
     out.push_sql(" AND dedupe_key = ");
     out.push_bind_param::<Text, str>(self.dedupe_key)?;
-    out.push_sql(" AND applied) AS dup) d RETURNING id, outcome IS NOT NULL AS dup");
+    out.push_sql(" AND applied) AS dup) d RETURNING id, NOT applied AS dup, order_id");
     Ok(())
 });
 
@@ -245,22 +267,20 @@ type OrderColumns = <super::orders::OrderRow as Selectable<Pg>>::SelectExpressio
 
 /// PostgreSQL only: a [`DeliveryInsert`] and the order its notification names, in one round
 /// trip instead of two (docs/BENCHMARKS.md: the ack's statements):
-/// `WITH d AS (the insert) SELECT d.id, d.dup, orders.* FROM d LEFT JOIN LATERAL (the order
-/// of number $n, unless d.dup) AS orders ON TRUE`. The insert always returns its one row, so
-/// the statement does too, with the order's columns `NULL` when no order has that number or
-/// the delivery is a duplicate. SQLite has no round trips to
-/// save (and no `INSERT` in a `WITH`): it runs the two statements.
+/// `WITH d AS (the insert) SELECT d.id, d.dup, orders.* FROM d LEFT JOIN orders ON orders.id =
+/// d.order_id`. The insert always returns its one row, so the statement does too, with the
+/// order's columns `NULL` when no order has that number or the delivery is a duplicate (whose
+/// order is not looked up). SQLite has no round trips to save (and no `INSERT` in a `WITH`): it
+/// runs the two statements.
 pub(super) struct DeliveryInsertFindOrder<'a> {
     insert: DeliveryInsert<'a>,
-    shop_order_no: &'a str,
     columns: OrderColumns,
 }
 
 impl<'a> DeliveryInsertFindOrder<'a> {
-    pub fn new(insert: DeliveryInsert<'a>, shop_order_no: &'a str) -> Self {
+    pub fn new(insert: DeliveryInsert<'a>) -> Self {
         Self {
             insert,
-            shop_order_no,
             columns: <super::orders::OrderRow as Selectable<Pg>>::construct_selection(),
         }
     }
@@ -280,15 +300,7 @@ impl QueryFragment<Pg> for DeliveryInsertFindOrder<'_> {
         QueryFragment::<Pg>::walk_ast(&self.insert, out.reborrow())?;
         out.push_sql(") SELECT d.id, d.dup, ");
         self.columns.walk_ast(out.reborrow())?;
-        // A duplicate needs no order: `NOT d.dup` in the lateral subquery is a one-time filter,
-        // so its index scan does not run then. The subquery takes the table's name, so the
-        // columns above read from it.
-        out.push_sql(
-            " FROM d LEFT JOIN LATERAL (SELECT * FROM orders WHERE NOT d.dup AND \
-             orders.shop_order_no = ",
-        );
-        out.push_bind_param::<Text, str>(self.shop_order_no)?;
-        out.push_sql(") AS orders ON TRUE");
+        out.push_sql(" FROM d LEFT JOIN orders ON orders.id = d.order_id");
         Ok(())
     }
 }
@@ -302,14 +314,14 @@ impl<Conn> RunQueryDsl<Conn> for DeliveryInsertFindOrder<'_> {}
 
 /// PostgreSQL only: a [`DeliveryFinish`] and the timeline note its handling wrote, in one round
 /// trip instead of two (docs/BENCHMARKS.md: the ack's statements): `WITH n AS (INSERT INTO
-/// order_events …) UPDATE webhook_deliveries …`. Both happen or neither: the note is refused
-/// with the statement when the claim meets the unique index. SQLite runs the two statements.
-pub(super) struct NotedDeliveryFinish<'a> {
+/// order_events …) UPDATE webhook_deliveries …`. Both happen or neither. SQLite runs the two
+/// statements.
+pub(super) struct NotedDeliveryFinish<'a, const FULL: bool> {
     pub note: Note<'a>,
-    pub finish: DeliveryFinish<'a>,
+    pub finish: DeliveryFinish<'a, FULL>,
 }
 
-impl QueryFragment<Pg> for NotedDeliveryFinish<'_> {
+impl<const FULL: bool> QueryFragment<Pg> for NotedDeliveryFinish<'_, FULL> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
             "WITH n AS (INSERT INTO order_events (order_id, event, from_status, to_status, \
@@ -327,9 +339,12 @@ impl QueryFragment<Pg> for NotedDeliveryFinish<'_> {
     }
 }
 
-impl QueryId for NotedDeliveryFinish<'_> {
-    type QueryId = NotedDeliveryFinish<'static>;
+/// The cache key of a [`NotedDeliveryFinish`].
+pub(super) struct NotedDeliveryFinishId<const FULL: bool>;
+
+impl<const FULL: bool> QueryId for NotedDeliveryFinish<'_, FULL> {
+    type QueryId = NotedDeliveryFinishId<FULL>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<Conn> RunQueryDsl<Conn> for NotedDeliveryFinish<'_> {}
+impl<const FULL: bool, Conn> RunQueryDsl<Conn> for NotedDeliveryFinish<'_, FULL> {}

@@ -129,6 +129,22 @@ impl DbError {
             ))
         )
     }
+
+    /// A unique violation of one index: PostgreSQL names it (`index`), SQLite names its
+    /// columns (`UNIQUE constraint failed: table.column, …`, `columns` being what follows the
+    /// colon).
+    pub fn is_unique_violation_of(&self, index: &str, columns: &str) -> bool {
+        match self {
+            DbError::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                info,
+            )) => {
+                info.constraint_name() == Some(index)
+                    || info.message().strip_prefix("UNIQUE constraint failed: ") == Some(columns)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Which database engine a URL names.

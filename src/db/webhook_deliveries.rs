@@ -115,18 +115,25 @@ pub struct Inserted {
     pub duplicate: bool,
     /// The order the delivery names, when it was asked for and it is not a duplicate.
     pub order: Option<Order>,
+    /// Unless a duplicate, the delivery was stored claiming its key with this outcome and
+    /// [`Self::order`]'s id; [`finish`] writes only the ack when the handling ends so.
+    expected: &'static str,
 }
 
-/// Stores a parsed delivery whose key is `dedupe_key`: answered as `duplicate` when a delivery
-/// of that key was already applied (KICC's resends), unanswered otherwise. One statement
-/// ([`DeliveryInsert`]). With `order_no`, it also reads the order of that number for the
-/// delivery's handling: in the same statement on PostgreSQL ([`DeliveryInsertFindOrder`], a
-/// round trip fewer), in a second one on SQLite; a duplicate's order is not read.
+/// Stores a parsed delivery whose key is `dedupe_key` ([`DeliveryInsert`], one statement):
+/// answered as `duplicate` when a delivery of that key was already applied (KICC's resends);
+/// otherwise claiming its key, as handled with the `expected` outcome, for [`finish`] to
+/// answer. A delivery of the key applied by a concurrent transaction makes it fail with a
+/// unique violation, before any effect. With `order_no`, it also reads the order of that
+/// number for the delivery's handling: in the same statement on PostgreSQL
+/// ([`DeliveryInsertFindOrder`], a round trip fewer), in a second one on SQLite; a duplicate's
+/// order is not read.
 pub fn insert_unless_applied(
     conn: &mut AnyConnection,
     new: &NewDelivery<'_>,
     dedupe_key: &str,
     duplicate: Answered<'_>,
+    expected: &'static str,
     order_no: Option<&ShopOrderNo>,
 ) -> Result<Inserted, DbError> {
     let insert = DeliveryInsert {
@@ -139,24 +146,23 @@ pub fn insert_unless_applied(
         dedupe_key,
         pg_cno: new.pg_cno,
         shop_order_no: new.shop_order_no,
+        expected,
+        order_no: order_no.map(ShopOrderNo::as_str),
         duplicate: [duplicate.outcome, duplicate.ack_res_cd, duplicate.ack_body],
     };
-    let (id, duplicate, order) = match (conn, order_no) {
-        (AnyConnection::Postgresql(c), Some(no)) => {
-            let (id, duplicate, row) = DeliveryInsertFindOrder::new(insert, no.as_str())
-                .get_result::<(i64, bool, Option<OrderRow>)>(c)?;
-            let order = match row {
-                Some(row) if !duplicate => Some(Order::try_from(row)?),
-                _ => None,
-            };
-            (id, duplicate, order)
+    let (id, duplicate, order) = match conn {
+        AnyConnection::Postgresql(c) if order_no.is_some() => {
+            let (id, duplicate, row) =
+                DeliveryInsertFindOrder::new(insert)
+                    .get_result::<(i64, bool, Option<OrderRow>)>(c)?;
+            (id, duplicate, row.map(Order::try_from).transpose()?)
         }
-        (conn, order_no) => {
-            let (id, duplicate) =
-                on_backend!(&mut *conn, c => insert.get_result::<(i64, bool)>(c))?;
-            let order = match order_no {
-                Some(no) if !duplicate => orders::find_by_shop_order_no(conn, no)?,
-                _ => None,
+        conn => {
+            let (id, duplicate, order_id) =
+                on_backend!(&mut *conn, c => insert.get_result::<(i64, bool, Option<i64>)>(c))?;
+            let order = match order_id {
+                Some(order_id) => orders::find_by_id(conn, order_id)?,
+                None => None,
             };
             (id, duplicate, order)
         }
@@ -165,32 +171,66 @@ pub fn insert_unless_applied(
         id,
         duplicate,
         order,
+        expected,
     })
 }
 
-/// Records how a delivery was handled and what we answered; with `applied`, it also claims
-/// its key's effect, and fails with a unique violation when another delivery of the same key
-/// was applied first (also one committing concurrently). With `note`, the handling's note is
-/// written on the order's timeline too: in the same statement on PostgreSQL
-/// ([`NotedDeliveryFinish`], a round trip fewer), before it on SQLite.
+/// The failure of a delivery's claim on its key: a delivery of the same key was applied by a
+/// transaction that committed first (the unique index on applied keys).
+pub fn is_claimed_by_another(e: &DbError) -> bool {
+    e.is_unique_violation_of(
+        "webhook_deliveries_applied_once",
+        "webhook_deliveries.kind, webhook_deliveries.dedupe_key",
+    )
+}
+
+/// How a delivery stored by [`insert_unless_applied`] was handled, for [`finish`].
+#[derive(Debug, Clone, Copy)]
+pub struct Handled<'a> {
+    pub answered: Answered<'a>,
+    /// The delivery keeps its claim on its key's effect.
+    pub applied: bool,
+    pub order_id: Option<i64>,
+    /// The handling's note on the order's timeline.
+    pub note: Option<Note<'a>>,
+}
+
+/// Records how a delivery was handled and what we answered: only the ack when it was handled
+/// as its insert expected, else also its outcome, order and claim (a delivery that does not
+/// apply releases its key). With a note, the note is written on the order's timeline too: in
+/// the same statement on PostgreSQL ([`NotedDeliveryFinish`], a round trip fewer), before it
+/// on SQLite.
 pub fn finish(
     conn: &mut AnyConnection,
-    id: i64,
-    answered: Answered<'_>,
-    applied: bool,
-    order_id: Option<i64>,
-    note: Option<Note<'_>>,
+    inserted: &Inserted,
+    handled: Handled<'_>,
 ) -> Result<(), DbError> {
-    let finish = DeliveryFinish {
+    let as_expected = handled.applied
+        && handled.answered.outcome == inserted.expected
+        && handled.order_id == inserted.order.as_ref().map(|o| o.id);
+    if as_expected {
+        finish_as::<false>(conn, inserted.id, handled)
+    } else {
+        finish_as::<true>(conn, inserted.id, handled)
+    }
+}
+
+/// [`finish`] with the ack alone (`FULL = false`) or the whole handling.
+fn finish_as<const FULL: bool>(
+    conn: &mut AnyConnection,
+    id: i64,
+    handled: Handled<'_>,
+) -> Result<(), DbError> {
+    let finish = DeliveryFinish::<FULL> {
         id,
-        applied,
-        outcome: answered.outcome,
-        order_id,
-        ack_res_cd: answered.ack_res_cd,
-        ack_body: answered.ack_body,
+        applied: handled.applied,
+        outcome: handled.answered.outcome,
+        order_id: handled.order_id,
+        ack_res_cd: handled.answered.ack_res_cd,
+        ack_body: handled.answered.ack_body,
         at: now(),
     };
-    match (conn, note) {
+    match (conn, handled.note) {
         (AnyConnection::Postgresql(c), Some(note)) => {
             NotedDeliveryFinish { note, finish }.execute(c)?;
         }

@@ -289,6 +289,65 @@ both_backends! {
         assert_eq!(app.events(&no).iter().filter(|e| *e == "payment_confirmed").count(), 1);
     }
 
+    async fn an_approval_racing_one_of_its_key_still_committing_is_acked_as_a_duplicate(test_db) {
+        // Another transaction (another instance) holds an applied delivery of the same pgCno,
+        // not yet committed: the insert that claims the key waits for it and, once it commits,
+        // fails on the unique index before any effect. Acked 0000 and kept as a duplicate.
+        let is_postgres = test_db.is_postgres();
+        let app = app(test_db).await;
+        let (no, pg_cno) = app.wechat_order(true).await;
+        let sql = |conn: &mut kicc_checkout::db::AnyConnection, s: &str| {
+            diesel::sql_query(s).execute(conn).unwrap();
+        };
+        let mut other = app.db.get().unwrap();
+        sql(&mut other, if is_postgres { "BEGIN" } else { "BEGIN IMMEDIATE" });
+        sql(&mut other, &format!(
+            "INSERT INTO webhook_deliveries (kind, route, source_ip, headers, body, received_at, \
+             dedupe_key, pg_cno, applied, outcome) VALUES ('payment', '/webhooks/kicc/payment', \
+             '10.0.0.2', '{{}}', '{{}}', '2026-11-22 00:00:00', '{pg_cno}', '{pg_cno}', TRUE, 'applied')"));
+        let body = approval_body(&no, &pg_cno, 24000, "KRW");
+        let delivered = app.notify("/webhooks/kicc/payment", &body, Some(KICC_IP));
+        let commit = async {
+            if is_postgres {
+                // Until the delivery's insert waits on the other transaction's claim.
+                let mut watch = app.db.get().unwrap();
+                #[derive(diesel::QueryableByName)]
+                struct Waiting {
+                    #[diesel(sql_type = diesel::sql_types::BigInt)]
+                    n: i64,
+                }
+                let mut waiting = 0;
+                for _ in 0..200 {
+                    waiting = diesel::sql_query(
+                        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+                         AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO webhook_deliveries%'",
+                    )
+                    .get_result::<Waiting>(&mut *watch)
+                    .unwrap()
+                    .n;
+                    if waiting > 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+                assert_eq!(waiting, 1, "the delivery never waited on the other claim");
+            } else {
+                // SQLite has one writer: the delivery waits for the other transaction to end
+                // and then finds its key applied.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            sql(&mut other, "COMMIT");
+        };
+        let ((status, ack), ()) = tokio::join!(delivered, commit);
+        assert_eq!((status, ack["resCd"].as_str()), (200, Some("0000")), "{ack}");
+        let mine: Vec<_> = app.kicc_deliveries();
+        assert_eq!(mine.len(), 1, "{mine:?}");
+        assert_eq!((mine[0].outcome.as_deref(), mine[0].applied, mine[0].order_id), (Some("duplicate"), false, None));
+        assert_eq!(app.deliveries().iter().filter(|d| d.applied).count(), 1);
+        assert_eq!(app.status_of(&no).await["status"], "pending");
+        assert!(!app.events(&no).iter().any(|e| e.starts_with("webhook_")), "{:?}", app.events(&no));
+    }
+
     async fn an_approval_notified_but_not_written_is_cancelled(test_db) {
         // The delivery is stored, but the order's update fails (spec 04 "DB Failure").
         approval_lost_is_cancelled(test_db, &[
