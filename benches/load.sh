@@ -7,7 +7,8 @@
 #   bash benches/load.sh profile sqlite     # instructions per request under callgrind (valgrind)
 #   LOAD_PERF=orders bash benches/load.sh bench sqlite   # perf record of one phase
 #   AB_BASE=efc8e1e bash benches/load.sh ab postgres      # distinct acks: that commit (A)
-#                                                         # against the working tree (B)
+#                                                         # against the working tree (B);
+#                                                         # AB_PERF=1: perf record -a of each sample
 # Installs wrk from Debian if missing, builds the release binaries (the app and its ceilings,
 # src/bin/kicc-ceiling.rs), then runs benches/load/harness.py. PostgreSQL: TEST_POSTGRES_URL
 # (default postgres://postgres@127.0.0.1:5432/postgres; needs CREATEDB).
@@ -17,7 +18,7 @@ MODE=${1:-bench}
 need=()
 command -v wrk >/dev/null || need+=(wrk)
 if [ "$MODE" = profile ]; then command -v valgrind >/dev/null || need+=(valgrind); fi
-if [ -n "${LOAD_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
+if [ -n "${LOAD_PERF:-}${AB_PERF:-}" ]; then command -v perf >/dev/null || need+=(linux-perf); fi
 if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi

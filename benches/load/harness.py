@@ -457,21 +457,35 @@ def server_cpu():
     return total
 
 
-def distinct_webhooks(backend, tmp, bin, n):
+def distinct_webhooks(backend, tmp, bin, n, tag):
     """One A/B sample: a fresh database and stack from `bin`, `n` orders paid at KICC, their
     approval notifications delivered once each at 64 connections. Returns the rate (from the
-    app's own receipt times), wrk's p50/p99, and whether every order was then paid."""
+    app's own receipt times), wrk's p50/p99, and whether every order was then paid.
+
+    AB_PERF=1 records the whole machine (`perf record -a`, no call graphs: PostgreSQL's
+    processes among the rest) from the burst until every order is paid, into
+    target/perf-ab-TAG.data; `perf report -i … --sort comm,dso,sym` says where it went."""
     db = Database(backend, tmp)
     sandbox, app = start_stack(db, tmp, bin=bin)
     try:
         orders = create_orders(app.base, n)
         approve_at_kicc(sandbox.base, orders)
         bodies, count = write_bodies(tmp, orders, 1, "ab.jsonl")
+        perf = None
+        if os.environ.get("AB_PERF"):
+            out = f"target/perf-ab-{tag}.data"
+            perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", out],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
         app_cpu0, server_cpu0 = app.stat()[0], server_cpu()
         # wrk waits out -d even when every delivery is answered; 30 s covers the orders.
         r = wrk(app.base, "benches/load/notify.lua", 64, seconds=30, args=(bodies, "2", "once"))
         rps = receipt_rate(db, count)
         paid = until_paid(db, [o[0] for o in orders])
+        if perf:
+            perf.send_signal(2)
+            perf.wait()
+            log(f"   perf data: {out}")
         # CPU per paid order: its ack and its follow-up (status check, `paid`), app and server.
         app_ms = (app.stat()[0] - app_cpu0) * 1000 / count
         server_ms = (server_cpu() - server_cpu0) * 1000 / count if backend == "postgres" else 0.0
@@ -513,7 +527,7 @@ def ab(backend, tmp, bins):
         # Alternate which build goes first, so neither always meets a warmer machine.
         order = list(enumerate(bins)) if r % 2 == 0 else list(reversed(list(enumerate(bins))))
         for i, b in order:
-            res = distinct_webhooks(backend, tmp, b, n)
+            res = distinct_webhooks(backend, tmp, b, n, f"{backend}-{'AB'[i]}{r + 1}")
             res.update(round=r + 1, build="AB"[i], ceiling=ins["rps"])
             log(f"   round {r + 1} build {'AB'[i]} ({b}): {res}")
             rows.append(res)

@@ -46,8 +46,9 @@ pub struct Reconciler {
     owner: String,
     /// How long a claim lasts (longer than one item's work: a dead instance's claims expire).
     lease: TimeDelta,
-    /// An approval call without an answer this long after it was sent is unanswered: the client's
-    /// timeout and a margin.
+    /// An approval call without an answer this long after it was sent is unanswered, and a
+    /// notified approval not confirmed this long after its notification lost its follow-up:
+    /// the client's timeout and a margin.
     unanswered_after: TimeDelta,
     batch: i64,
     stopping: AtomicBool,
@@ -111,7 +112,9 @@ impl Reconciler {
             .db
             .run(move |conn| {
                 let at = now();
-                let due = if work == Work::UnansweredApprovals {
+                // An approval call, or a notified approval's follow-up (its status check), is
+                // given the client's timeout and a margin before the reconciler steps in.
+                let due = if matches!(work, Work::UnansweredApprovals | Work::NotifiedApprovals) {
                     at - unanswered_after
                 } else {
                     at

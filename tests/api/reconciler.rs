@@ -165,6 +165,46 @@ both_backends! {
         assert_eq!(app.trade(&pg_cno).await["statusCode"], "TS01", "the money is still held: a person must act");
     }
 
+    async fn a_notified_approval_whose_follow_up_was_lost_is_confirmed_after_its_grace(test_db) {
+        let app = app(test_db, &[]).await;
+        // Paid at KICC; the return is lost and the notification was acked as `accepted`, but the
+        // instance stopped before its follow-up (the status check) ran: the state a crash leaves.
+        let (no, pg_cno) = app.new_order().await;
+        app.set_scenario(&no, "return_lost", 1).await;
+        app.pay_page(&pg_cno).await;
+        let order_id = {
+            let mut conn = app.db.get().unwrap();
+            orders::find_by_shop_order_no(&mut conn, &ShopOrderNo::parse(&no).unwrap()).unwrap().unwrap().id
+        };
+        let received = |seconds_ago: i64| {
+            let at = chrono::Utc::now().naive_utc() - chrono::TimeDelta::seconds(seconds_ago);
+            at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+        };
+        let mut conn = app.db.get().unwrap();
+        diesel::sql_query(format!(
+            "INSERT INTO webhook_deliveries (kind, route, source_ip, headers, body, received_at, \
+             dedupe_key, pg_cno, shop_order_no, order_id, applied, outcome, ack_res_cd, ack_body, acked_at) \
+             VALUES ('payment', '/webhooks/kicc/payment', '{KICC_IP}', '{{}}', '{{}}', '{at}', '{pg_cno}', \
+             '{pg_cno}', '{no}', {order_id}, TRUE, 'accepted', '0000', '{{}}', '{at}')",
+            at = received(5)))
+        .execute(&mut *conn)
+        .unwrap();
+        // Received 5 s ago: its follow-up may still be queued or waiting for KICC (the client's
+        // timeout and a margin), so a pass leaves it alone.
+        let report = app.reconcile().await;
+        assert_eq!((report.claimed, app.status(&no).await.as_str()), (0, "pending"));
+        // Past that, the pass confirms it with the status check.
+        diesel::sql_query(format!(
+            "UPDATE webhook_deliveries SET received_at = '{}' WHERE order_id = {order_id}", received(40)))
+        .execute(&mut *conn)
+        .unwrap();
+        let report = app.reconcile().await;
+        assert_eq!((report.claimed, report.orders_settled), (1, 1), "{report:?}");
+        assert_eq!(app.status(&no).await, "paid");
+        // Once paid, it is no longer claimed.
+        assert_eq!(app.reconcile().await.claimed, 0);
+    }
+
     async fn orders_nobody_settles_are_settled_after_expiry(test_db) {
         let app = app(test_db, &[("ORDER_EXPIRY_SECS", "1"), ("RECONCILE_INTERVAL_SECS", "1")]).await;
         // Paid, but the shopper never comes back and the notification never arrives.
