@@ -31,7 +31,15 @@ pub enum Work {
 }
 
 impl Work {
+    pub const ALL: [Work; 4] = [
+        Work::DueCompensations,
+        Work::ExpiredOrders,
+        Work::UnansweredApprovals,
+        Work::NotifiedApprovals,
+    ];
+
     /// (table, the condition a candidate meets with one time parameter `{t}`, the order).
+    /// `{deliveries}` is `webhook_deliveries d`, with SQLite's index hint (`claim_sql`).
     fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Work::DueCompensations => (
@@ -54,15 +62,47 @@ impl Work {
                 "orders",
                 // From the orders still waiting (few), each probed through its deliveries'
                 // index: not from every approval ever accepted, a set that only grows (each
-                // pass read all of it, a third of PostgreSQL's busy time in a burst of
-                // approvals, docs/BENCHMARKS.md).
+                // pass read all of it: in a burst of approvals, the statement PostgreSQL was
+                // most often running, docs/BENCHMARKS.md).
+                // `{deliveries}`: SQLite is told the index; without statistics it took
+                // `(outcome, received_at)` instead, every accepted delivery per waiting order.
                 "status IN ('pending', 'authorized', 'approving') AND EXISTS (SELECT 1 FROM \
-                 webhook_deliveries d WHERE d.order_id = orders.id AND d.outcome = 'accepted' \
+                 {deliveries} WHERE d.order_id = orders.id AND d.outcome = 'accepted' \
                  AND d.received_at <= {t})",
                 "id",
             ),
         }
     }
+}
+
+/// The claim's statement on PostgreSQL (`postgres`) or SQLite, with its five parameters: the
+/// owner, the lease's end, the time candidates must be due by, now, and the batch's size.
+pub fn claim_sql(work: Work, postgres: bool) -> String {
+    let (table, condition, order) = work.sql();
+    // Placeholders in the order they are bound: `$n` for PostgreSQL, `?` for SQLite (which
+    // numbers `$n` by first appearance, not by n).
+    let (p, lock, deliveries): ([&str; 5], &str, &str) = if postgres {
+        (
+            ["$1", "$2", "$3", "$4", "$5"],
+            "FOR UPDATE SKIP LOCKED",
+            "webhook_deliveries d",
+        )
+    } else {
+        (
+            ["?"; 5],
+            "",
+            "webhook_deliveries d INDEXED BY webhook_deliveries_order",
+        )
+    };
+    let condition = condition
+        .replace("{t}", p[2])
+        .replace("{deliveries}", deliveries);
+    format!(
+        "UPDATE {table} SET lease_owner = {}, lease_until = {} WHERE id IN (\
+         SELECT id FROM {table} WHERE {condition} AND (lease_until IS NULL OR lease_until < {}) \
+         ORDER BY {order} LIMIT {} {lock}) RETURNING id",
+        p[0], p[1], p[3], p[4]
+    )
 }
 
 /// Claims up to `limit` items of `work` for `owner` until `lease_until`; returns their ids.
@@ -77,20 +117,7 @@ pub fn claim(
     due_before: NaiveDateTime,
     limit: i64,
 ) -> Result<Vec<i64>, DbError> {
-    let (table, condition, order) = work.sql();
-    // Placeholders in the order they are bound: `$n` for PostgreSQL, `?` for SQLite (which
-    // numbers `$n` by first appearance, not by n).
-    let (p, lock): ([&str; 5], &str) = match conn {
-        AnyConnection::Postgresql(_) => (["$1", "$2", "$3", "$4", "$5"], "FOR UPDATE SKIP LOCKED"),
-        AnyConnection::Sqlite(_) => (["?"; 5], ""),
-    };
-    let condition = condition.replace("{t}", p[2]);
-    let sql = format!(
-        "UPDATE {table} SET lease_owner = {}, lease_until = {} WHERE id IN (\
-         SELECT id FROM {table} WHERE {condition} AND (lease_until IS NULL OR lease_until < {}) \
-         ORDER BY {order} LIMIT {} {lock}) RETURNING id",
-        p[0], p[1], p[3], p[4]
-    );
+    let sql = claim_sql(work, matches!(conn, AnyConnection::Postgresql(_)));
     write_transaction(conn, |conn| {
         let ids = diesel::sql_query(sql)
             .bind::<Text, _>(owner)

@@ -277,3 +277,42 @@ async fn two_instances_share_the_work_and_handle_each_order_once() {
         assert_eq!(calls, 1, "order {no} checked {calls} times");
     }
 }
+
+/// Each pass claims its work through indexes, not by reading a table that only grows. SQLite
+/// plans without statistics, so its plans are checked here: the notified approvals' claim once
+/// read every accepted delivery for each waiting order (`(outcome, received_at)`), holding the
+/// write lock for seconds in a load run.
+#[test]
+fn on_sqlite_the_claims_search_their_indexes() {
+    use kicc_checkout::db::claims::{Work, claim_sql};
+    #[derive(diesel::QueryableByName)]
+    struct Step {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+    let test_db = TestDb::sqlite();
+    let db = test_db.connect(1);
+    let mut conn = db.get().unwrap();
+    for work in Work::ALL {
+        let sql = claim_sql(work, false).replace('?', "NULL");
+        let plan: Vec<String> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<Step>(&mut *conn)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.detail)
+            .collect();
+        for table in ["orders", "webhook_deliveries", "d", "compensations"] {
+            assert!(
+                !plan.iter().any(|l| l == &format!("SCAN {table}")),
+                "{work:?} scans {table}: {plan:?}"
+            );
+        }
+        if work == Work::NotifiedApprovals {
+            assert!(
+                plan.iter().any(|l| l.starts_with("SEARCH d ")
+                    && l.contains("USING INDEX webhook_deliveries_order (order_id=?)")),
+                "{plan:?}"
+            );
+        }
+    }
+}

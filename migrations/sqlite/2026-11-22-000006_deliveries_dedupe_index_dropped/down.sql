@@ -1,2 +1,1 @@
 CREATE INDEX webhook_deliveries_dedupe ON webhook_deliveries (kind, dedupe_key);
-ALTER TABLE webhook_deliveries RESET (fillfactor);
