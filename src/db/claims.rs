@@ -54,6 +54,9 @@ impl Work {
             ),
             Work::UnansweredApprovals => (
                 "gateway_calls",
+                // `resolved_at IS NULL AND (completed_at IS NULL OR outcome IN (…))` is the
+                // condition of the partial index `gateway_calls_unresolved`, written the same
+                // so that both backends see the index applies.
                 "api IN ('approval_v2', 'kiccpay_approve') AND resolved_at IS NULL AND requested_at <= {t} \
                  AND (completed_at IS NULL OR outcome IN ('timeout', 'transport_error', 'malformed'))",
                 "requested_at",

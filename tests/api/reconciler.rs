@@ -281,7 +281,7 @@ async fn two_instances_share_the_work_and_handle_each_order_once() {
 /// Each pass claims its work through indexes, not by reading a table that only grows. SQLite
 /// plans without statistics, so its plans are checked here: the notified approvals' claim once
 /// read every accepted delivery for each waiting order (`(outcome, received_at)`), holding the
-/// write lock for seconds in a load run.
+/// write lock for seconds in a load run, and the unanswered calls' claim read every call.
 #[test]
 fn on_sqlite_the_claims_search_their_indexes() {
     use kicc_checkout::db::claims::{Work, claim_sql};
@@ -301,7 +301,13 @@ fn on_sqlite_the_claims_search_their_indexes() {
             .into_iter()
             .map(|s| s.detail)
             .collect();
-        for table in ["orders", "webhook_deliveries", "d", "compensations"] {
+        for table in [
+            "orders",
+            "webhook_deliveries",
+            "d",
+            "compensations",
+            "gateway_calls",
+        ] {
             assert!(
                 !plan.iter().any(|l| l == &format!("SCAN {table}")),
                 "{work:?} scans {table}: {plan:?}"
