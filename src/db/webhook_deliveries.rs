@@ -115,9 +115,11 @@ pub struct Inserted {
     pub duplicate: bool,
     /// The order the delivery names, when it was asked for and it is not a duplicate.
     pub order: Option<Order>,
-    /// Unless a duplicate, the delivery was stored claiming its key with this outcome and
-    /// [`Self::order`]'s id; [`finish`] writes only the ack when the handling ends so.
+    /// Unless a duplicate, the delivery was stored claiming its key with this outcome and this
+    /// order (the id of [`Self::order`], kept here when the order is handed to the handling);
+    /// [`finish`] writes only the ack when the handling ends so.
     expected: &'static str,
+    claimed_order_id: Option<i64>,
 }
 
 /// Stores a parsed delivery whose key is `dedupe_key` ([`DeliveryInsert`], one statement):
@@ -170,6 +172,7 @@ pub fn insert_unless_applied(
     Ok(Inserted {
         id,
         duplicate,
+        claimed_order_id: order.as_ref().map(|o| o.id),
         order,
         expected,
     })
@@ -207,7 +210,7 @@ pub fn finish(
 ) -> Result<(), DbError> {
     let as_expected = handled.applied
         && handled.answered.outcome == inserted.expected
-        && handled.order_id == inserted.order.as_ref().map(|o| o.id);
+        && handled.order_id == inserted.claimed_order_id;
     if as_expected {
         finish_as::<false>(conn, inserted.id, handled)
     } else {

@@ -507,8 +507,31 @@ both_backends! {
         // The order is read with the delivery's insert (one statement on PostgreSQL), and the
         // handling's note is written with its ack: here the cases where there is no order, or
         // an order that is not the notification's.
+        let is_postgres = test_db.is_postgres();
         let app = app(test_db).await;
         let (no, pg_cno) = app.wechat_order(true).await;
+        // Which acks rewrite the claim (applied, outcome, order): a trigger on those columns
+        // fires only when they are set, which a handling that ends as expected does not do.
+        let statements: &[&str] = if is_postgres {
+            &["CREATE TABLE full_finishes (id BIGINT)",
+              "CREATE FUNCTION full_finish() RETURNS trigger AS $$ BEGIN INSERT INTO full_finishes VALUES (NEW.id); RETURN NEW; END $$ LANGUAGE plpgsql",
+              "CREATE TRIGGER full_finish AFTER UPDATE OF applied, outcome, order_id ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION full_finish()"]
+        } else {
+            &["CREATE TABLE full_finishes (id BIGINT)",
+              "CREATE TRIGGER full_finish AFTER UPDATE OF applied, outcome, order_id ON webhook_deliveries BEGIN INSERT INTO full_finishes VALUES (NEW.id); END"]
+        };
+        for s in statements {
+            diesel::sql_query(*s).execute(&mut *app.db.get().unwrap()).unwrap();
+        }
+        let full_finishes = || {
+            #[derive(diesel::QueryableByName)]
+            struct Id {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                id: i64,
+            }
+            diesel::sql_query("SELECT id FROM full_finishes ORDER BY id")
+                .load::<Id>(&mut *app.db.get().unwrap()).unwrap().into_iter().map(|r| r.id).collect::<Vec<_>>()
+        };
         let (status, ack) = app.notify("/webhooks/kicc/payment", &approval_body("NO-SUCH-ORDER", "11111111111111111111", 24000, "KRW"), Some(KICC_IP)).await;
         assert_eq!((status, ack["resCd"].as_str(), ack["pgCno"].as_str()), (200, Some("0000"), Some("11111111111111111111")));
         let (status, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, "22222222222222222222", 24000, "KRW"), Some(KICC_IP)).await;
@@ -516,6 +539,9 @@ both_backends! {
         let stored: Vec<_> = app.kicc_deliveries().into_iter().map(|d| (d.outcome, d.applied, d.order_id, d.ack_res_cd)).collect();
         let unmatched = (Some("unmatched".to_owned()), false, None, Some("0000".to_owned()));
         assert_eq!(stored, [unmatched.clone(), unmatched]);
+        // Unmatched: not what their insert expected, so both were finished in full.
+        let ids: Vec<i64> = app.kicc_deliveries().iter().map(|d| d.id).collect();
+        assert_eq!(full_finishes(), ids);
         assert_eq!(app.events(&no).iter().filter(|e| *e == "webhook_unmatched").count(), 1, "{:?}", app.events(&no));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(app.status_of(&no).await["status"], "pending");
@@ -528,6 +554,8 @@ both_backends! {
         let last = app.kicc_deliveries().pop().unwrap();
         assert_eq!((last.outcome.as_deref(), last.applied), (Some("accepted"), true));
         assert!(last.order_id.is_some());
+        // Accepted for the order its insert found: only its ack was written after it.
+        assert_eq!(full_finishes(), ids, "the expected handling rewrote its claim");
         // A resend after it was paid: a duplicate, no second note.
         let (_, ack) = app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
         assert_eq!(ack["resCd"], "0000");
