@@ -30,6 +30,8 @@ CEILING = "target/release/kicc-ceiling"
 PG_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DURATION = int(os.environ.get("LOAD_SECONDS", "10"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Connections of every wrk phase (the issue's "at 64 connections").
+CONNS = 64
 SANDBOX_MALL = "T5102001"
 
 
@@ -89,6 +91,20 @@ def wrk(url, script, conns, seconds=DURATION, threads=2, args=()):
     return json.loads(line[len("RESULT "):])
 
 
+def perf_record(out, args):
+    """Starts `perf record ARGS -o OUT`; returns the function that stops it (as Ctrl-C does,
+    so it writes its file) and says where the data is."""
+    perf = subprocess.Popen(["perf", "record", *args, "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+
+    def stop():
+        perf.send_signal(2)
+        perf.wait()
+        log(f"   perf data: {out}")
+    return stop
+
+
 def measured(proc, fn, phase=None):
     """Runs fn(); adds the process's CPU use (cores) and peak RSS to its result.
 
@@ -96,18 +112,13 @@ def measured(proc, fn, phase=None):
     `perf record -g` during that phase, into target/perf-BACKEND-PHASE.data."""
     perf = None
     if phase and phase.split("/")[-1] in os.environ.get("LOAD_PERF", "").split(","):
-        out = f"target/perf-{phase.replace('/', '-')}.data"
-        perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "--call-graph", "dwarf,16384",
-                                 "-p", str(proc.p.pid), "-o", out],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        perf = perf_record(f"target/perf-{phase.replace('/', '-')}.data",
+                           ["-F", "499", "-g", "--call-graph", "dwarf,16384", "-p", str(proc.p.pid)])
     cpu0, _ = proc.stat()
     t0 = time.monotonic()
     result = fn()
     if perf:
-        perf.send_signal(2)
-        perf.wait()
-        log(f"   perf data: {out}")
+        perf()
     cpu1, rss = proc.stat()
     with open(f"/proc/{proc.p.pid}/status") as f:
         status = dict(l.split(":", 1) for l in f if ":" in l)
@@ -353,9 +364,9 @@ def bench(backend, tmp):
     results = {}
     cdb = Database(backend, tmp)
     ceiling = Proc([CEILING, "--bind", "127.0.0.1:0", "--database-url", cdb.url], {}, "ceiling")
-    results["hello"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/hello", "benches/load/get.lua", 64),
+    results["hello"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/hello", "benches/load/get.lua", CONNS),
                                 f"{backend}/hello")
-    results["insert"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", 64),
+    results["insert"] = measured(ceiling, lambda: wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", CONNS),
                                  f"{backend}/insert")
     ceiling.stop()
     cdb.drop()
@@ -364,11 +375,11 @@ def bench(backend, tmp):
     sandbox, app = start_stack(db, tmp)
     results["startup_ms"] = app.startup_ms
     log(f"== {backend}: app started in {app.startup_ms:.0f} ms; catalog")
-    results["catalog"] = measured(app, lambda: wrk(f"{app.base}/", "benches/load/get.lua", 64),
+    results["catalog"] = measured(app, lambda: wrk(f"{app.base}/", "benches/load/get.lua", CONNS),
                                   f"{backend}/catalog")
     log(f"== {backend}: checkout creation")
     results["orders"] = measured(app, lambda: with_writer(app, lambda: wrk(
-                                     app.base, "benches/load/orders.lua", 64)),
+                                     app.base, "benches/load/orders.lua", CONNS)),
                                  f"{backend}/orders")
 
     n = int(os.environ.get("LOAD_ORDERS", "20000"))
@@ -380,7 +391,7 @@ def bench(backend, tmp):
     bodies, count = write_bodies(tmp, orders, 1, "distinct.jsonl")
     log(f"== {backend}: {count} distinct notifications")
     distinct = measured(app, lambda: with_writer(app, lambda: wrk(
-                            app.base, "benches/load/notify.lua", 64, seconds=120,
+                            app.base, "benches/load/notify.lua", CONNS, seconds=120,
                             args=(bodies, "2", "once"))),
                         f"{backend}/webhooks_distinct")
     distinct["rps"] = receipt_rate(db, count)
@@ -388,7 +399,7 @@ def bench(backend, tmp):
     paid = until_paid(db, [o[0] for o in orders])
     log(f"== {backend}: {paid}/{len(orders)} paid; duplicates")
     results["webhooks_duplicate"] = measured(app, lambda: with_writer(app, lambda: wrk(
-                                                 app.base, "benches/load/notify.lua", 64,
+                                                 app.base, "benches/load/notify.lua", CONNS,
                                                  args=(bodies, "2", "cycle"))),
                                              f"{backend}/webhooks_duplicate")
     dup = results["webhooks_duplicate"]
@@ -409,7 +420,7 @@ def bench(backend, tmp):
           # at most): a stalled phase (a claim holding SQLite's write lock for seconds, once)
           # answers none or a round.
           and 0 < check["duplicates_answered"]
-          and check["duplicates_sent"] - check["duplicates_answered"] <= 64
+          and check["duplicates_sent"] - check["duplicates_answered"] <= CONNS
           and dup["not_acked"] == 0)
     check["acks"] = dict((str(k), int(v)) for k, v in db.rows(
         "SELECT COALESCE(ack_res_cd, '-'), COUNT(*) FROM webhook_deliveries GROUP BY 1"))
@@ -512,22 +523,16 @@ def distinct_webhooks(backend, tmp, bin, n, tag):
         orders = create_orders(app.base, n)
         approve_at_kicc(sandbox.base, orders)
         bodies, count = write_bodies(tmp, orders, 1, "ab.jsonl")
-        perf = None
-        if os.environ.get("AB_PERF"):
-            out = f"target/perf-ab-{tag}.data"
-            perf = subprocess.Popen(["perf", "record", "-a", "-F", "999", "-o", out],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
+        perf = perf_record(f"target/perf-ab-{tag}.data", ["-a", "-F", "999"]) \
+            if os.environ.get("AB_PERF") else None
         sampler = pg_activity_sampler(db) if os.environ.get("AB_SAMPLE") and backend == "postgres" else None
         app_cpu0, server_cpu0 = app.stat()[0], server_cpu()
         # wrk waits out -d even when every delivery is answered; 30 s covers the orders.
-        r = wrk(app.base, "benches/load/notify.lua", 64, seconds=30, args=(bodies, "2", "once"))
+        r = wrk(app.base, "benches/load/notify.lua", CONNS, seconds=30, args=(bodies, "2", "once"))
         rps = receipt_rate(db, count)
         paid = until_paid(db, [o[0] for o in orders])
         if perf:
-            perf.send_signal(2)
-            perf.wait()
-            log(f"   perf data: {out}")
+            perf()
         if sampler:
             seen, polls = sampler()
             log(f"   {polls} samples of the app's backends (state | wait | statement): most frequent")
@@ -568,7 +573,7 @@ def ab(backend, tmp, bins):
     for r in range(rounds):
         cdb = Database(backend, tmp)
         ceiling = Proc([CEILING, "--bind", "127.0.0.1:0", "--database-url", cdb.url], {}, "ceiling")
-        ins = wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", 64, seconds=5)
+        ins = wrk(f"{ceiling.base}/insert", "benches/load/insert.lua", CONNS, seconds=5)
         ceiling.stop()
         cdb.drop()
         # Alternate which build goes first, so neither always meets a warmer machine.
