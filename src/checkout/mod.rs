@@ -39,6 +39,8 @@ pub struct Checkout {
     follow_ups: std::sync::Mutex<webhooks::FollowUps>,
     /// Notifications being received: a follow-up yields to them (`webhooks::AckFirst`).
     acks: webhooks::AckFirst,
+    /// Deliveries acked by one statement (`webhooks`, PostgreSQL).
+    one_statement_acks: std::sync::atomic::AtomicU64,
 }
 
 impl Checkout {
@@ -60,6 +62,7 @@ impl Checkout {
             in_process: std::sync::Mutex::new(Vec::new()),
             follow_ups: std::sync::Mutex::new(webhooks::FollowUps::default()),
             acks: webhooks::AckFirst::new(webhooks::FOLLOW_UP_MAX_YIELD),
+            one_statement_acks: std::sync::atomic::AtomicU64::new(0),
         }
     }
 

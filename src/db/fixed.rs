@@ -52,6 +52,31 @@ fn coalesce_end<DB: diesel::backend::Backend>(out: &mut AstPass<'_, '_, DB>, col
     out.push_sql(")");
 }
 
+/// `INSERT INTO webhook_deliveries (every column but id) SELECT kind, route, source_ip,
+/// headers, body, received_at, dedupe_key, pg_cno, shop_order_no` (the rest of the row follows:
+/// applied, outcome, order_id, ack_res_cd, ack_body, acked_at). Shared by [`DeliveryInsert`]
+/// and [`ApprovalAccept`] (a macro, so one body serves both backends' `AstPass`).
+macro_rules! push_delivery_row_start {
+    ($out:ident, [$($text:expr),*], $at:expr, $dedupe_key:expr, $pg_cno:expr, $shop_order_no:expr) => {
+        $out.push_sql(
+            "INSERT INTO webhook_deliveries (kind, route, source_ip, headers, body, received_at, \
+             dedupe_key, pg_cno, shop_order_no, applied, outcome, order_id, ack_res_cd, ack_body, \
+             acked_at) SELECT ",
+        );
+        for text in [$($text),*] {
+            $out.push_bind_param::<Text, str>(text)?;
+            $out.push_sql(", ");
+        }
+        $out.push_bind_param::<Timestamp, _>($at)?;
+        $out.push_sql(", ");
+        $out.push_bind_param::<Text, str>($dedupe_key)?;
+        $out.push_sql(", ");
+        $out.push_bind_param::<Nullable<Text>, _>($pg_cno)?;
+        $out.push_sql(", ");
+        $out.push_bind_param::<Nullable<Text>, _>($shop_order_no)?;
+    };
+}
+
 /// A transition's compare-and-set:
 /// `UPDATE orders SET status, updated_at, every patch column = COALESCE(new, column)
 /// [, cancelled_amount] WHERE id AND status [AND cancelled_amount]`.
@@ -223,22 +248,14 @@ impl diesel::query_builder::Query for DeliveryInsert<'_> {
 }
 
 both_backends!(impl['a,] DeliveryInsert<'a>, id = DeliveryInsert<'static>, |self, out| {
-    out.push_sql(
-        "INSERT INTO webhook_deliveries (kind, route, source_ip, headers, body, received_at, \
-         dedupe_key, pg_cno, shop_order_no, applied, outcome, order_id, ack_res_cd, ack_body, \
-         acked_at) SELECT ",
+    push_delivery_row_start!(
+        out,
+        [self.kind, self.route, self.source_ip, self.headers, self.body],
+        &self.at,
+        self.dedupe_key,
+        &self.pg_cno,
+        &self.shop_order_no
     );
-    for text in [self.kind, self.route, self.source_ip, self.headers, self.body] {
-        out.push_bind_param::<Text, str>(text)?;
-        out.push_sql(", ");
-    }
-    out.push_bind_param::<Timestamp, _>(&self.at)?;
-    out.push_sql(", ");
-    out.push_bind_param::<Text, str>(self.dedupe_key)?;
-    out.push_sql(", ");
-    out.push_bind_param::<Nullable<Text>, _>(&self.pg_cno)?;
-    out.push_sql(", ");
-    out.push_bind_param::<Nullable<Text>, _>(&self.shop_order_no)?;
     out.push_sql(", NOT d.dup, CASE WHEN d.dup THEN ");
     out.push_bind_param::<Text, str>(self.duplicate[0])?;
     out.push_sql(" ELSE ");
@@ -349,3 +366,103 @@ impl<const FULL: bool> QueryId for NotedDeliveryFinish<'_, FULL> {
 }
 
 impl<const FULL: bool, Conn> RunQueryDsl<Conn> for NotedDeliveryFinish<'_, FULL> {}
+
+/// PostgreSQL only: an approval notification stored, handled and acked by one statement run
+/// on its own (its own transaction, committed when it returns), when it is a resend of an
+/// applied key or when it finds its order as the ack's transaction would accept it: one round
+/// trip instead of the transaction's four (`BEGIN`, [`DeliveryInsertFindOrder`],
+/// [`NotedDeliveryFinish`], `COMMIT`; docs/BENCHMARKS.md):
+///
+/// ```sql
+/// WITH k AS (SELECT EXISTS (an applied delivery of the key) AS dup),
+///      o AS (SELECT id FROM orders, k WHERE NOT k.dup AND shop_order_no = $n
+///            AND pay_method AND (pg_cno IS NULL OR pg_cno = $p) AND amount AND currency
+///            AND status IN (the statuses waiting for an approval)),
+///      d AS (INSERT INTO webhook_deliveries (…) SELECT …, NOT k.dup, CASE WHEN k.dup THEN
+///            'duplicate' ELSE 'accepted' END, o.id, ack … FROM k LEFT JOIN o ON true
+///            WHERE k.dup OR o.id IS NOT NULL RETURNING id, applied, order_id),
+///      n AS (INSERT INTO order_events (…) SELECT order_id, note … FROM d WHERE applied)
+/// SELECT id, applied, order_id FROM d
+/// ```
+///
+/// It writes what the transaction writes in those two cases, and nothing in any other (no
+/// row returned): the caller then runs the transaction. Like [`DeliveryInsert`], a delivery of
+/// the key applied by a transaction still committing makes it wait and fail with a unique
+/// violation, before any effect.
+pub(super) struct ApprovalAccept<'a> {
+    pub delivery: &'a super::webhook_deliveries::NewDelivery<'a>,
+    pub at: NaiveDateTime,
+    pub expected: &'a super::webhook_deliveries::ExpectedApproval<'a>,
+}
+
+impl diesel::query_builder::Query for ApprovalAccept<'_> {
+    type SqlType = (BigInt, diesel::sql_types::Bool, Nullable<BigInt>);
+}
+
+impl QueryFragment<Pg> for ApprovalAccept<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let (new, e) = (self.delivery, self.expected);
+        out.push_sql("WITH k AS (SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE kind = ");
+        out.push_bind_param::<Text, str>(new.kind)?;
+        out.push_sql(" AND dedupe_key = ");
+        out.push_bind_param::<Text, str>(e.dedupe_key)?;
+        out.push_sql(
+            " AND applied) AS dup), o AS (SELECT orders.id FROM orders, k WHERE NOT k.dup \
+             AND shop_order_no = ",
+        );
+        out.push_bind_param::<Text, str>(e.order_no.as_str())?;
+        out.push_sql(" AND pay_method = ");
+        out.push_bind_param::<Text, str>(e.pay_method)?;
+        out.push_sql(" AND (pg_cno IS NULL OR pg_cno = ");
+        out.push_bind_param::<Text, str>(e.pg_cno)?;
+        out.push_sql(") AND amount = ");
+        out.push_bind_param::<BigInt, _>(&e.amount)?;
+        out.push_sql(" AND currency = ");
+        out.push_bind_param::<Text, str>(e.currency)?;
+        out.push_sql(" AND status IN (");
+        for (i, status) in e.statuses.iter().enumerate() {
+            if i > 0 {
+                out.push_sql(", ");
+            }
+            out.push_bind_param::<Text, str>(status)?;
+        }
+        out.push_sql(")), d AS (");
+        push_delivery_row_start!(
+            out,
+            [new.kind, new.route, new.source_ip, new.headers, new.body],
+            &self.at,
+            e.dedupe_key,
+            &new.pg_cno,
+            &new.shop_order_no
+        );
+        out.push_sql(", NOT k.dup, CASE WHEN k.dup THEN ");
+        out.push_bind_param::<Text, str>(e.duplicate.outcome)?;
+        out.push_sql(" ELSE ");
+        out.push_bind_param::<Text, str>(e.accepted)?;
+        out.push_sql(" END, o.id, ");
+        out.push_bind_param::<Text, str>(e.duplicate.ack_res_cd)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, str>(e.duplicate.ack_body)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.at)?;
+        out.push_sql(
+            " FROM k LEFT JOIN o ON true WHERE k.dup OR o.id IS NOT NULL \
+             RETURNING id, applied, order_id), n AS (INSERT INTO order_events (order_id, event, \
+             from_status, to_status, cause, created_at) SELECT order_id, ",
+        );
+        out.push_bind_param::<Text, str>(e.event)?;
+        out.push_sql(", NULL, NULL, ");
+        out.push_bind_param::<Text, str>(e.cause)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.at)?;
+        out.push_sql(" FROM d WHERE applied) SELECT id, applied, order_id FROM d");
+        Ok(())
+    }
+}
+
+impl QueryId for ApprovalAccept<'_> {
+    type QueryId = ApprovalAccept<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Conn> RunQueryDsl<Conn> for ApprovalAccept<'_> {}

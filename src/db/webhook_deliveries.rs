@@ -6,7 +6,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::fixed::{DeliveryFinish, DeliveryInsert, DeliveryInsertFindOrder, NotedDeliveryFinish};
+use super::fixed::{
+    ApprovalAccept, DeliveryFinish, DeliveryInsert, DeliveryInsertFindOrder, NotedDeliveryFinish,
+};
 use super::orders::{self, Note, OrderRow};
 use super::schema::webhook_deliveries;
 use super::{AnyConnection, DbError, now, on_backend};
@@ -245,6 +247,70 @@ fn finish_as<const FULL: bool>(
         }
     }
     Ok(())
+}
+
+/// What an approval notification's order must be for its delivery to be accepted by
+/// [`accept_approval`], and what is written then.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedApproval<'a> {
+    pub dedupe_key: &'a str,
+    pub order_no: &'a ShopOrderNo,
+    pub pay_method: &'a str,
+    /// The notification's pgCno: the order's must be the same, or none yet.
+    pub pg_cno: &'a str,
+    pub amount: i64,
+    pub currency: &'a str,
+    /// The statuses of an order waiting for its approval.
+    pub statuses: [&'a str; 3],
+    /// A resend's answer (outcome `duplicate`), which is also the accepted one's.
+    pub duplicate: Answered<'a>,
+    /// The accepted delivery's outcome.
+    pub accepted: &'a str,
+    /// The accepted delivery's note on its order's timeline.
+    pub event: &'a str,
+    pub cause: &'a str,
+}
+
+/// How [`accept_approval`] stored a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// A delivery of its key was applied before: stored answered as a duplicate.
+    Duplicate { id: i64 },
+    /// Stored applied, with its order, its note and its ack.
+    Applied { id: i64, order_id: i64 },
+}
+
+/// PostgreSQL: an approval delivery stored, handled and answered in one statement of its own
+/// ([`ApprovalAccept`]), one round trip, when it is a resend of an applied key or its order is
+/// as `expected`; `None` (nothing written) otherwise, and always on SQLite, whose writer has
+/// no round trips to save: the caller then stores it in a transaction
+/// ([`insert_unless_applied`], [`finish`]), which writes the same in those two cases. An
+/// error also leaves nothing written, the statement being its own transaction.
+pub fn accept_approval(
+    conn: &mut AnyConnection,
+    new: &NewDelivery<'_>,
+    expected: &ExpectedApproval<'_>,
+) -> Result<Option<Accepted>, DbError> {
+    let AnyConnection::Postgresql(c) = conn else {
+        return Ok(None);
+    };
+    let statement = ApprovalAccept {
+        delivery: new,
+        at: now(),
+        expected,
+    };
+    let row = statement
+        .get_result::<(i64, bool, Option<i64>)>(c)
+        .optional()?;
+    row.map(|(id, applied, order_id)| match (applied, order_id) {
+        (false, _) => Ok(Accepted::Duplicate { id }),
+        (true, Some(order_id)) => Ok(Accepted::Applied { id, order_id }),
+        // An applied delivery is stored only with the order it found.
+        (true, None) => Err(DbError::Corrupt(format!(
+            "delivery {id} accepted without its order"
+        ))),
+    })
+    .transpose()
 }
 
 pub fn find(conn: &mut AnyConnection, id: i64) -> Result<Option<Delivery>, DbError> {

@@ -35,6 +35,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         compensations,
         unrecorded_cancels: state.checkout.unrecorded_cancels(),
         reconciler: state.reconciler.counters(),
+        one_statement_acks: state.checkout.one_statement_acks(),
     };
     HttpResponse::Ok()
         .content_type(prometheus::TEXT_FORMAT)

@@ -26,6 +26,7 @@ pub struct Metrics {
     unrecorded_cancels: IntGauge,
     reconciler_passes: prometheus::IntCounter,
     reconciler_claimed: prometheus::IntCounter,
+    one_statement_acks: prometheus::IntCounter,
 }
 
 /// What `/metrics` reads at scrape time besides the request counters.
@@ -36,6 +37,8 @@ pub struct Snapshot {
     pub unrecorded_cancels: usize,
     /// (passes, items claimed) of this instance's reconciler.
     pub reconciler: (u64, u64),
+    /// Webhook deliveries acked by one statement (PostgreSQL).
+    pub one_statement_acks: u64,
 }
 
 impl Metrics {
@@ -87,11 +90,17 @@ impl Metrics {
             "Items the reconciler claimed",
         )
         .expect("valid metric");
+        let one_statement_acks = prometheus::IntCounter::new(
+            "webhook_one_statement_acks_total",
+            "Webhook deliveries stored, handled and acked by one statement (PostgreSQL)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(compensations.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(unrecorded_cancels.clone()),
             Box::new(reconciler_passes.clone()),
             Box::new(reconciler_claimed.clone()),
+            Box::new(one_statement_acks.clone()),
             Box::new(requests.clone()),
             Box::new(latency.clone()),
             Box::new(pool_connections.clone()),
@@ -116,6 +125,7 @@ impl Metrics {
             unrecorded_cancels,
             reconciler_passes,
             reconciler_claimed,
+            one_statement_acks,
         }
     }
 
@@ -145,6 +155,11 @@ impl Metrics {
             .inc_by(passes.saturating_sub(self.reconciler_passes.get()));
         self.reconciler_claimed
             .inc_by(claimed.saturating_sub(self.reconciler_claimed.get()));
+        self.one_statement_acks.inc_by(
+            snapshot
+                .one_statement_acks
+                .saturating_sub(self.one_statement_acks.get()),
+        );
         let (connections, idle, max) = db.pool_state();
         self.pool_connections.set(connections.into());
         self.pool_idle.set(idle.into());

@@ -125,16 +125,20 @@ impl TestApp {
             .collect()
     }
 
-    fn events(&self, no: &str) -> Vec<String> {
-        use kicc_checkout::db::orders;
-        let mut conn = self.db.get().unwrap();
-        let order = orders::find_by_shop_order_no(
-            &mut conn,
+    /// The order numbered `no`, read from the database.
+    fn stored_order(&self, no: &str) -> kicc_checkout::domain::Order {
+        kicc_checkout::db::orders::find_by_shop_order_no(
+            &mut self.db.get().unwrap(),
             &kicc_checkout::domain::ShopOrderNo::parse(no).unwrap(),
         )
         .unwrap()
-        .unwrap();
-        orders::timeline(&mut conn, order.id)
+        .unwrap()
+    }
+
+    fn events(&self, no: &str) -> Vec<String> {
+        use kicc_checkout::db::orders;
+        let order = self.stored_order(no);
+        orders::timeline(&mut self.db.get().unwrap(), order.id)
             .unwrap()
             .into_iter()
             .map(|t| t.event)
@@ -595,4 +599,162 @@ async fn a_storm_across_two_instances_pays_once() {
     )
     .await;
     storm(&first, Some(&second)).await;
+}
+
+impl TestApp {
+    /// `webhook_one_statement_acks_total` from `/metrics`.
+    async fn one_statement_acks(&self) -> u64 {
+        let metrics = self.get("/metrics").await.text().await.unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("webhook_one_statement_acks_total "))
+            .unwrap_or_else(|| panic!("no one-statement counter in {metrics}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// What an order's deliveries from KICC and its timeline hold, its own numbers replaced by
+    /// `NO` and `PGCNO` and without ids or times, so that two orders handled alike compare
+    /// equal.
+    fn handled(&self, no: &str, pg_cno: &str) -> (Vec<String>, Vec<String>) {
+        use kicc_checkout::db::orders;
+        let order = self.stored_order(no);
+        let mut conn = self.db.get().unwrap();
+        let own = |s: &str| s.replace(no, "NO").replace(pg_cno, "PGCNO");
+        let deliveries = webhook_deliveries::all(&mut conn)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.shop_order_no.as_deref() == Some(no) && d.source_ip == KICC_IP)
+            .map(|d| {
+                // Headers as a JSON object, whatever order they were stored in.
+                let headers: Value = serde_json::from_str(&d.headers).unwrap();
+                assert!(d.order_id.is_none_or(|id| id == order.id), "{d:?}");
+                assert!(d.acked_at.is_some_and(|at| at >= d.received_at), "{d:?}");
+                own(&format!(
+                    "{} {} {} {} {} {:?} {:?} {:?} {:?} {} {:?} {:?}",
+                    d.kind,
+                    d.route,
+                    d.source_ip,
+                    headers,
+                    d.body,
+                    d.dedupe_key,
+                    d.pg_cno,
+                    d.order_id.is_some(),
+                    d.outcome,
+                    d.applied,
+                    d.ack_res_cd,
+                    d.ack_body
+                ))
+            })
+            .collect();
+        let timeline = orders::timeline(&mut conn, order.id)
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                own(&format!(
+                    "{} {:?} {:?} {}",
+                    t.event, t.from_status, t.to_status, t.cause
+                ))
+            })
+            .collect();
+        (deliveries, timeline)
+    }
+}
+
+both_backends! {
+    async fn an_expected_approval_and_its_resend_are_acked_by_one_statement_writing_what_the_transaction_writes(test_db) {
+        // PostgreSQL acks an approval that finds its order as notified, and its resends, by one
+        // statement instead of the transaction (a round trip instead of four); SQLite always
+        // uses the transaction. On two orders alike, the statement and the transaction
+        // (switched to by a test-build switch) must leave the same rows and answers.
+        let postgres = test_db.is_postgres();
+        let app = app(test_db).await;
+        let deliver_twice = |no: String, pg_cno: String| {
+            let app = &app;
+            async move {
+                let body = approval_body(&no, &pg_cno, 24000, "KRW");
+                let mut acks = Vec::new();
+                for _ in 0..2 {
+                    let (status, ack) = app.notify("/webhooks/kicc/payment", &body, Some(KICC_IP)).await;
+                    acks.push((status, ack.to_string().replace(&pg_cno, "PGCNO")));
+                }
+                app.until_status(&no, "paid").await;
+                acks
+            }
+        };
+        let (one, one_pg) = app.wechat_order(true).await;
+        let (two, two_pg) = app.wechat_order(true).await;
+        assert_eq!(app.one_statement_acks().await, 0);
+        let acks_one = deliver_twice(one.clone(), one_pg.clone()).await;
+        assert_eq!(app.one_statement_acks().await, if postgres { 2 } else { 0 });
+        kicc_checkout::faults::webhooks_in_transaction(true);
+        let acks_two = deliver_twice(two.clone(), two_pg.clone()).await;
+        kicc_checkout::faults::webhooks_in_transaction(false);
+        assert_eq!(app.one_statement_acks().await, if postgres { 2 } else { 0 }, "the switch did not hold");
+        assert_eq!(acks_one, acks_two);
+        assert_eq!(acks_one[0].0, 200);
+        assert!(acks_one[0].1.contains(r#""resCd":"0000""#), "{acks_one:?}");
+        // The follow-up (a status check, then `paid`) wrote its last note after the test saw
+        // `paid`: wait for both timelines to end with it.
+        for (no, pg_cno) in [(&one, &one_pg), (&two, &two_pg)] {
+            for _ in 0..100 {
+                if app.handled(no, pg_cno).1.last().is_some_and(|e| !e.starts_with("webhook_")) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let (deliveries_one, timeline_one) = app.handled(&one, &one_pg);
+        let (deliveries_two, timeline_two) = app.handled(&two, &two_pg);
+        assert_eq!(deliveries_one, deliveries_two);
+        assert_eq!(timeline_one, timeline_two);
+        assert_eq!(deliveries_one.len(), 2);
+        assert!(deliveries_one[0].contains(r#"true Some("accepted") true Some("0000")"#), "{deliveries_one:#?}");
+        assert!(deliveries_one[1].contains(r#"false Some("duplicate") false Some("0000")"#), "{deliveries_one:#?}");
+        assert_eq!(timeline_one.iter().filter(|e| e.starts_with("webhook_approval")).count(), 1, "{timeline_one:#?}");
+        assert!(timeline_one.iter().any(|e| e.starts_with("webhook_approval None None approval notification (pgCno PGCNO, amount ")), "{timeline_one:#?}");
+    }
+
+    async fn approvals_the_one_statement_does_not_expect_are_left_to_the_transaction(test_db) {
+        // Whatever differs from what the statement expects (amount, currency or none, pgCno,
+        // order, pay method, an order no longer waiting, a failed payment) is handled by the
+        // transaction, with the transaction's outcome, on both backends alike.
+        let app = app(test_db).await;
+        let kiccpay: Value = app.client.post(format!("{}/api/orders", app.address))
+            .json(&json!({"items": [{"sku": "CANVAS-TOTE", "quantity": 1}], "currency": "KRW", "payMethod": "kiccpay",
+                          "customer": {"name": "Ann", "email": "ann@example.com", "phone": "01012345678", "address": "Seoul"}}))
+            .send().await.unwrap().json().await.unwrap();
+        let kiccpay_no = kiccpay["shopOrderNo"].as_str().unwrap_or_else(|| panic!("{kiccpay}")).to_owned();
+        // Paid through its returnUrl: no longer waiting when its notification arrives.
+        let (paid_no, paid_pg) = app.wechat_order(false).await;
+        let html = app.press_pay(&paid_pg).await;
+        let auth = crate::helpers::hidden_field(&html, "authorizationId").expect("an authorizationId");
+        app.post_form("/checkout/return", &[("resCd", "0000"), ("shopOrderNo", &paid_no), ("authorizationId", &auth)]).await;
+        app.until_status(&paid_no, "paid").await;
+        let mut cases: Vec<(&str, Value, &str, bool)> = Vec::new();
+        let (no, pg) = app.wechat_order(true).await;
+        cases.push(("amount differs", approval_body(&no, &pg, 24001, "KRW"), "applied", true));
+        let (no, pg) = app.wechat_order(true).await;
+        cases.push(("currency differs", approval_body(&no, &pg, 24000, "USD"), "applied", true));
+        let (no, pg) = app.wechat_order(true).await;
+        let mut no_currency = approval_body(&no, &pg, 24000, "KRW");
+        no_currency["amountInfo"] = json!({"amount": 24000});
+        cases.push(("no currency", no_currency, "accepted", true));
+        let (no, _) = app.wechat_order(true).await;
+        cases.push(("pgCno differs", approval_body(&no, "33333333333333333333", 24000, "KRW"), "unmatched", false));
+        cases.push(("no such order", approval_body("NO-SUCH-ORDER", "44444444444444444444", 24000, "KRW"), "unmatched", false));
+        cases.push(("KICC Pay order", approval_body(&kiccpay_no, "55555555555555555555", 24000, "KRW"), "unmatched", false));
+        cases.push(("already paid", approval_body(&paid_no, &paid_pg, 24000, "KRW"), "applied", true));
+        let (no, pg) = app.wechat_order(true).await;
+        let mut failed = approval_body(&no, &pg, 24000, "KRW");
+        failed["resCd"] = json!("3001");
+        cases.push(("payment failed", failed, "applied", true));
+        for (case, body, outcome, applied) in cases {
+            let (status, ack) = app.notify("/webhooks/kicc/payment", &body, Some(KICC_IP)).await;
+            assert_eq!((status, ack["resCd"].as_str()), (200, Some("0000")), "{case}: {ack}");
+            let last = app.kicc_deliveries().pop().unwrap();
+            assert_eq!((last.outcome.as_deref(), last.applied), (Some(outcome), applied), "{case}");
+            assert_eq!(app.one_statement_acks().await, 0, "{case}: acked by the one statement");
+        }
+    }
 }
