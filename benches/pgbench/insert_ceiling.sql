@@ -1,0 +1,3 @@
+BEGIN;
+INSERT INTO ceiling_rows (body) VALUES ('x');
+COMMIT;
