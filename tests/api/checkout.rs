@@ -264,6 +264,41 @@ both_backends! {
         assert_eq!(app.api_calls(&no)[..2], ["wechat_create", "approval_v2"]);
     }
 
+    async fn the_desktop_form_encodes_the_qr_before_its_page_is_asked_for(test_db) {
+        // The QR is encoded on the blocking pool while the browser follows the 303, so the
+        // order page finds it in the cache (no request pays the ~150 µs mask search).
+        let app = app(test_db).await;
+        app.post_shop_form("/cart/items", &[("sku", "CANVAS-TOTE"), ("quantity", "1")]).await;
+        let (_, fields) = parse_form(&app.get("/checkout").await.text().await.unwrap());
+        let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
+        let submit = [("key", key.as_str()), ("currency", "KRW"), ("name", "Ann"), ("email", "ann@example.com"),
+                      ("phone", "01012345678"), ("address", "Seoul"), ("pay_method", "wechat"), ("device", "pc")];
+        assert!(app.state.qr.is_empty());
+        let placed = app.post_shop_form("/checkout", &submit).await;
+        assert_eq!(placed.status(), 303);
+        let page = placed.headers()["location"].to_str().unwrap().to_owned();
+        assert!(page.starts_with("/orders/"), "{page}");
+        for _ in 0..100 {
+            if !app.state.qr.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(app.state.qr.len(), 1, "the QR was not encoded ahead of its page");
+        let html = app.get(&page).await.text().await.unwrap();
+        assert!(html.contains("Scan to pay with WeChat Pay") && html.contains("<svg"), "{html}");
+        assert_eq!(app.state.qr.len(), 1);
+        // A phone's checkout goes to WeChat's page: no QR is encoded for it.
+        let (_, fields) = parse_form(&app.get("/checkout").await.text().await.unwrap());
+        let key = fields.iter().find(|(k, _)| k == "key").unwrap().1.clone();
+        let mut mobile = submit;
+        mobile[0].1 = key.as_str();
+        mobile[7].1 = "mobile";
+        assert_eq!(app.post_shop_form("/checkout", &mobile).await.status(), 303);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(app.state.qr.len(), 1);
+    }
+
     async fn mobile_checkout_form_redirects_and_ends_paid_and_a_double_submit_makes_one_order(test_db) {
         let app = app(test_db).await;
         app.post_shop_form("/cart/items", &[("sku", "CANVAS-TOTE"), ("quantity", "1")]).await;

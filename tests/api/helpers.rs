@@ -175,6 +175,8 @@ pub struct TestApp {
     /// The bound address, `http://127.0.0.1:PORT`, whatever `PUBLIC_BASE_URL` says.
     pub local_address: String,
     pub db: Db,
+    /// The app's shared state (its caches, its checkout).
+    pub state: actix_web::web::Data<kicc_checkout::web::AppState>,
     pub client: reqwest::Client,
     /// Its reconciler, for passes on demand.
     pub reconciler: std::sync::Arc<kicc_checkout::checkout::reconciler::Reconciler>,
@@ -224,6 +226,7 @@ impl TestApp {
         let address = app.base_url().to_owned();
         let local_address = format!("http://{}", app.local_addr());
         let db = app.state().db.clone();
+        let state = app.state().clone();
         let reconciler = app.reconciler().clone();
         tokio::spawn(app.run_until_stopped());
         let client = reqwest::Client::builder()
@@ -235,6 +238,7 @@ impl TestApp {
             address,
             local_address,
             db,
+            state,
             client,
             reconciler,
             _test_db: test_db,
