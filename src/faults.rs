@@ -1,8 +1,9 @@
 //! Faults a test build can switch on to break one KICC rule on purpose, so a test can show that
 //! the integration review notices (issue 8), and a switch that takes a slower path than the
-//! app's own, so a test can compare what the two write. Compiled only with the `fault-injection` feature,
-//! which only the crate's own tests enable (a dev-dependency on itself): a release build has no
-//! switch at all, and every check below is then a constant `false`.
+//! app's own, so a test can compare what the two write. Compiled only with the
+//! `fault-injection` feature, which only the crate's own tests enable (a dev-dependency on
+//! itself): a release build has no switch at all, and every check below is then a constant
+//! `false`.
 
 #[cfg(feature = "fault-injection")]
 mod switches {

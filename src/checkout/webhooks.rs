@@ -489,14 +489,13 @@ impl Checkout {
             return None;
         }
         let (order_no, key) = (order_no?.clone(), incoming.dedupe_key.clone()?);
-        let currency = Currency::ALL
-            .into_iter()
-            .find(|c| Some(c.code()) == p.currency.as_deref())?;
+        // `apply_payment` compares the code as sent; `Currency`'s parse accepts exactly those.
+        let currency: Currency = p.currency.as_deref()?.parse().ok()?;
         let amount = Money::from_minor(p.amount?, currency).ok()?;
         let cause = accepted_cause(&p.pg_cno, amount);
-        let (stored, p, ok_cd, ok_body) = (
+        let (stored, pg_cno, ok_cd, ok_body) = (
             incoming.clone(),
-            p.clone(),
+            p.pg_cno.clone(),
             ok.res_cd.clone(),
             ok.body.clone(),
         );
@@ -507,7 +506,7 @@ impl Checkout {
                     dedupe_key: &key,
                     order_no: &order_no,
                     pay_method: PayMethod::Wechat.as_str(),
-                    pg_cno: &p.pg_cno,
+                    pg_cno: &pg_cno,
                     amount: amount.minor(),
                     currency: currency.code(),
                     statuses: WAITING_FOR_APPROVAL.map(OrderStatus::as_str),

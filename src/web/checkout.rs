@@ -131,11 +131,7 @@ pub async fn form(
 /// for the shop's form, whose next request is that page; an API client may never ask for the
 /// image, and a burst of API orders would evict each other's codes.
 fn encode_qr_ahead(state: &web::Data<AppState>, order: &Order) {
-    let (Some(TradeType::Native), OrderStatus::Pending, Some(url)) = (
-        order.trade_type,
-        order.status,
-        order.payment_page_url.clone(),
-    ) else {
+    let Some(url) = qr_to_scan(order).map(str::to_owned) else {
         return;
     };
     let state = state.clone();
@@ -144,6 +140,13 @@ fn encode_qr_ahead(state: &web::Data<AppState>, order: &Order) {
             log::warn!("QR of {url} not encoded: {e}");
         }
     });
+}
+
+/// The URL whose QR the order page shows: a pending native order's payment page.
+fn qr_to_scan(order: &Order) -> Option<&str> {
+    (order.status == OrderStatus::Pending && order.trade_type == Some(TradeType::Native))
+        .then_some(order.payment_page_url.as_deref())
+        .flatten()
 }
 
 /// `POST /checkout`: validate, place the order, then the QR page (desktop), a 303 to WeChat's
@@ -311,12 +314,9 @@ pub async fn order_page(
             .run(move |conn| orders::lines(conn, &order))
             .await?
     };
-    let waiting_for_qr =
-        order.status == OrderStatus::Pending && order.trade_type == Some(TradeType::Native);
-    let qr_svg = match (&order.payment_page_url, waiting_for_qr) {
-        (Some(url), true) => state.qr.get(url).ok().map(|images| images.svg().to_owned()),
-        _ => None,
-    };
+    let qr_svg = qr_to_scan(&order)
+        .and_then(|url| state.qr.get(url).ok())
+        .map(|images| images.svg().to_owned());
     let now = crate::db::now();
     let expires_in = order
         .expires_at
