@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 use crate::db::DatabaseUrl;
+use crate::domain::LatePayments;
 
 /// `KICC_MALL_ID` in sandbox mode: the example merchant of KICC's test environment (spec 02/06).
 pub const SANDBOX_MALL_ID: &str = "T5102001";
@@ -149,6 +150,8 @@ pub struct Config {
     /// True when the password was generated at start (sandbox mode): it is printed once.
     pub admin_password_generated: bool,
     pub order_expiry: Duration,
+    /// `LATE_PAYMENTS` (default `accept`): what an approval for an expired or failed order does.
+    pub late_payments: LatePayments,
     pub reconcile_interval: Duration,
     /// `COMPENSATION_MAX_ATTEMPTS` (default 8): failed cancel attempts before an order is left
     /// for a person (`needs_attention`).
@@ -348,6 +351,15 @@ impl Config {
             get("ORDER_EXPIRY_SECS")?,
             600,
         )?);
+        let late_payments = match get("LATE_PAYMENTS")? {
+            None => LatePayments::default(),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|e: crate::domain::ValidationError| {
+                    ConfigError::new("LATE_PAYMENTS", e.message)
+                })?,
+        };
         let reconcile_interval = Duration::from_secs(seconds(
             "RECONCILE_INTERVAL_SECS",
             get("RECONCILE_INTERVAL_SECS")?,
@@ -406,6 +418,7 @@ impl Config {
             admin_password,
             admin_password_generated,
             order_expiry,
+            late_payments,
             reconcile_interval,
             compensation_max_attempts,
             compensation_backoff,
@@ -481,6 +494,7 @@ impl Config {
                 }
             ),
             format!("ORDER_EXPIRY_SECS={}", self.order_expiry.as_secs()),
+            format!("LATE_PAYMENTS={}", self.late_payments.as_str()),
             format!(
                 "RECONCILE_INTERVAL_SECS={}",
                 self.reconcile_interval.as_secs()

@@ -99,21 +99,24 @@ pub fn payment_services(
     let kicc = KiccClient::new(ClientSettings::from_config(config, &api_base), db.clone())
         .map_err(|e| StartupError::Server(std::io::Error::other(e.to_string())))?;
     let kicc = Arc::new(kicc);
-    let checkout = Arc::new(Checkout::new(
-        db.clone(),
-        kicc.clone(),
-        base_url.to_owned(),
-        config.order_expiry,
-        match &config.kiccpay.window {
-            KiccPayWindow::Url(url) => Some(url.clone()),
-            KiccPayWindow::Sandbox => Some(format!("{base_url}/sandbox/kiccpay/window")),
-            KiccPayWindow::NotOffered => None,
-        },
-        RetryPolicy {
-            backoff: config.compensation_backoff,
-            max_attempts: i32::try_from(config.compensation_max_attempts).unwrap_or(8),
-        },
-    ));
+    let checkout = Arc::new(
+        Checkout::new(
+            db.clone(),
+            kicc.clone(),
+            base_url.to_owned(),
+            config.order_expiry,
+            match &config.kiccpay.window {
+                KiccPayWindow::Url(url) => Some(url.clone()),
+                KiccPayWindow::Sandbox => Some(format!("{base_url}/sandbox/kiccpay/window")),
+                KiccPayWindow::NotOffered => None,
+            },
+            RetryPolicy {
+                backoff: config.compensation_backoff,
+                max_attempts: i32::try_from(config.compensation_max_attempts).unwrap_or(8),
+            },
+        )
+        .with_late_payments(config.late_payments),
+    );
     Ok((kicc, checkout))
 }
 

@@ -7,7 +7,7 @@ use super::compensate::CancelPlan;
 use super::place::CheckoutError;
 use crate::db::orders::{self, OrderPatch};
 use crate::db::{DbError, now};
-use crate::domain::{Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
+use crate::domain::{LatePayments, Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
 use crate::kicc::{Approval, Completion, KiccPayApproval, Outcome, TradeStatus};
 
 /// What the payment window sent back (spec 06: `resCd, resMsg, shopOrderNo, authorizationId`).
@@ -63,21 +63,26 @@ impl Checkout {
             return Ok(ReturnOutcome::UnknownOrder);
         };
         let order = if params.res_cd != "0000" {
-            // The shopper cancelled or authentication failed (spec 06). Only a payment still
-            // waiting for the shopper is closed; anything further along is left as it is.
-            let cause = format!("returnUrl: resCd {} — {}", params.res_cd, params.res_msg);
-            self.transition(
-                &order,
-                OrderStatus::Pending,
-                OrderEvent::PaymentFailed,
-                cause,
-                OrderPatch::default(),
-            )
-            .await?
+            // The shopper cancelled or authentication failed (spec 06) — or so says a browser,
+            // which anyone can be: the order stays as it is until KICC confirms (the status
+            // check) or it expires (DESIGN §9). A shopper who cancelled can still pay.
+            let cause = format!(
+                "returnUrl says resCd {} — {}: not confirmed by KICC; the order stays {} until it is paid or expires",
+                params.res_cd, params.res_msg, order.status
+            );
+            self.check_payment(order, "returnUrl with a failure", Some(cause))
+                .await?
         } else {
             match params.authorization_id.filter(|a| !a.trim().is_empty()) {
-                Some(authorization_id) => self.approve(order, authorization_id.trim()).await?,
-                None => self.check_payment(order).await?,
+                Some(authorization_id) if order.status == OrderStatus::Pending => {
+                    self.approve(order, authorization_id.trim()).await?
+                }
+                // Not waiting for the shopper any more (a replay, or a shopper paying after
+                // the order expired): KICC says whether money was taken.
+                _ => {
+                    self.check_payment(order, "returnUrl without an authorizationId", None)
+                        .await?
+                }
             }
         };
         Ok(ReturnOutcome::Order(Box::new(order)))
@@ -138,6 +143,22 @@ impl Checkout {
         let call = self.kicc.approve(&order, authorization_id).await?;
         let approving = OrderStatus::Approving;
         match call.outcome {
+            Outcome::Accepted(approval) if !names_order(&approval, &order) => {
+                // The reply must be about this order (spec 02: it echoes pgCno and
+                // shopOrderNo); one naming another cannot be trusted with the order's money.
+                let reason = format!(
+                    "approval reply names pgCno {} / shopOrderNo {}, not this order's: not trustworthy, cancel",
+                    approval.pg_cno,
+                    approval.shop_order_no.as_deref().unwrap_or("-")
+                );
+                let plan = CancelPlan::WechatRevise {
+                    pg_cno: order.pg_cno.clone().unwrap_or_default(),
+                    amount: order.amount.minor(),
+                };
+                Ok(self
+                    .compensate(&order, approving, plan, reason, call.call_id)
+                    .await?)
+            }
             Outcome::Accepted(approval)
                 if approval.amount != order.amount.minor()
                     && !crate::faults::amount_check_skipped() =>
@@ -368,32 +389,65 @@ impl Checkout {
         }
     }
 
-    /// A return without an authorizationId: ask KICC (spec 06: never trust the returnUrl).
-    async fn check_payment(&self, order: Order) -> Result<Order, CheckoutError> {
-        let (OrderStatus::Pending, PayMethod::Wechat, Some(pg_cno)) =
-            (order.status, order.pay_method, order.pg_cno.clone())
+    /// A return KICC must confirm: ask `/api/trades/wechatpay/find` (spec 06: never trust the
+    /// returnUrl). Anyone can send a return, so the check is single-flight per order with a
+    /// cooldown the database keeps ([`Self::claim_status_check`]). An approval found settles
+    /// the order (late or not, [`Self::settle_checked`]); otherwise `note`, if any, is written.
+    async fn check_payment(
+        &self,
+        order: Order,
+        context: &str,
+        note: Option<String>,
+    ) -> Result<Order, CheckoutError> {
+        let checkable = matches!(
+            order.status,
+            OrderStatus::Pending | OrderStatus::Expired | OrderStatus::Failed
+        );
+        let (true, PayMethod::Wechat, Some(pg_cno)) =
+            (checkable, order.pay_method, order.pg_cno.clone())
         else {
-            return Ok(order);
+            return Ok(self.note_unconfirmed(order, note).await?);
         };
-        let call = self.kicc.wechat_find(Some(order.id), &pg_cno).await?;
-        let Outcome::Accepted(status) = call.outcome else {
-            return Ok(order);
-        };
-        if status.status != TradeStatus::Approved {
+        if !self.claim_status_check(order.id).await? {
+            // Checked moments ago: a replayed or flooded return changes nothing, writes nothing.
             return Ok(order);
         }
+        let call = self.kicc.wechat_find(Some(order.id), &pg_cno).await?;
+        let approved = match call.outcome {
+            Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
+            _ => return Ok(self.note_unconfirmed(order, note).await?),
+        };
         let found = CheckedApproval {
             pg_cno,
-            amount: status.amount.unwrap_or_default(),
-            currency: status.currency,
-            approval_date: status.approval_date,
+            amount: approved.amount.unwrap_or_default(),
+            currency: approved.currency,
+            approval_date: approved.approval_date,
             transaction_date: None,
             call_id: call.call_id,
             completion: None,
         };
-        Ok(self
-            .settle_checked(&order, found, "returnUrl without an authorizationId")
-            .await?)
+        Ok(self.settle_checked(&order, found, context).await?)
+    }
+
+    /// Whether an outsider-triggered status check for this order may go to KICC now: one per
+    /// [`Checkout::status_check_cooldown`], across instances.
+    pub(crate) async fn claim_status_check(&self, order_id: i64) -> Result<bool, DbError> {
+        let cooldown = chrono::TimeDelta::from_std(self.status_check_cooldown)
+            .unwrap_or(chrono::TimeDelta::seconds(10));
+        self.db
+            .run(move |conn| orders::claim_status_check(conn, order_id, cooldown))
+            .await
+    }
+
+    /// Writes `note` (what a browser said that KICC did not confirm) on the order's timeline.
+    async fn note_unconfirmed(&self, order: Order, note: Option<String>) -> Result<Order, DbError> {
+        if let Some(note) = note {
+            let id = order.id;
+            self.db
+                .run(move |conn| orders::add_note(conn, id, "return_unconfirmed", &note))
+                .await?;
+        }
+        Ok(order)
     }
 
     /// A status check (not the approval's own reply) found the payment approved: with the order's
@@ -409,7 +463,11 @@ impl Checkout {
             .currency
             .as_deref()
             .is_none_or(|c| c == order.amount.currency().code());
-        if found.amount != order.amount.minor() || !same_currency {
+        let matches = found.amount == order.amount.minor() && same_currency;
+        if is_late(order.status) {
+            return self.settle_late(order, found, context, matches).await;
+        }
+        if !matches {
             let reason = format!(
                 "{context}: the status check found {} {} approved for an order of {}: cancel",
                 found.amount,
@@ -431,23 +489,123 @@ impl Checkout {
             "{context}: the status check found pgCno {} approved for {}: paid",
             found.pg_cno, found.amount
         );
-        let patch = OrderPatch {
-            pg_cno: Some(found.pg_cno),
-            approval_date: found.approval_date,
-            transaction_date: found.transaction_date,
-            kicc_status_code: Some("TS01".into()),
-            paid_at: Some(now()),
-            ..Default::default()
+        let late = CheckedApproval {
+            completion: None,
+            ..found.clone_facts()
         };
-        self.transition_after(
-            found.completion,
+        let patch = paid_patch(&found);
+        let settled = self
+            .transition_after(
+                found.completion,
+                order,
+                order.status,
+                OrderEvent::PaymentConfirmed,
+                cause,
+                patch,
+            )
+            .await?;
+        // The order stopped waiting meanwhile (the reconciler expired it, a decline failed it):
+        // what KICC approved must still end paid or refunded, never only noted.
+        if matches!(settled.status, OrderStatus::Expired | OrderStatus::Failed) {
+            return self.settle_late(&settled, late, context, matches).await;
+        }
+        Ok(settled)
+    }
+
+    /// An approval KICC confirmed for an order that no longer waits for one (DESIGN §9):
+    /// `expired`/`failed` → paid under `LATE_PAYMENTS=accept` (same amount and currency), else
+    /// refunded by a compensating cancel; `cancelled` → always refunded.
+    async fn settle_late(
+        &self,
+        order: &Order,
+        found: CheckedApproval,
+        context: &str,
+        matches: bool,
+    ) -> Result<Order, DbError> {
+        let was = order.status;
+        if matches && was != OrderStatus::Cancelled && self.late_payments == LatePayments::Accept {
+            let cause = format!(
+                "{context}: late payment accepted: the status check found pgCno {} approved for {} after the order was {was}",
+                found.pg_cno, found.amount
+            );
+            let patch = paid_patch(&found);
+            return self
+                .transition_after(
+                    found.completion,
+                    order,
+                    was,
+                    OrderEvent::LatePaymentAccepted,
+                    cause,
+                    patch,
+                )
+                .await;
+        }
+        let why = if was == OrderStatus::Cancelled {
+            "the order was already cancelled".to_owned()
+        } else if !matches {
+            format!(
+                "{} {} differs from the order's {}",
+                found.amount,
+                found.currency.clone().unwrap_or_default(),
+                order.amount
+            )
+        } else {
+            format!("LATE_PAYMENTS=refund and the order was {was}")
+        };
+        let reason = format!(
+            "{context}: late payment refunded: the status check found pgCno {} approved after the order was {was} ({why})",
+            found.pg_cno
+        );
+        if let Some(completion) = found.completion {
+            self.kicc.write_completion(completion).await;
+        }
+        let plan = CancelPlan::WechatRevise {
+            pg_cno: found.pg_cno,
+            amount: found.amount,
+        };
+        self.compensate_by(
+            OrderEvent::LateRefundStarted,
             order,
-            order.status,
-            OrderEvent::PaymentConfirmed,
-            cause,
-            patch,
+            was,
+            plan,
+            reason,
+            found.call_id,
         )
         .await
+    }
+}
+
+/// Whether an approval reply names the order it was asked for: its pgCno (when the order has
+/// one) and its shopOrderNo (when the reply carries one).
+fn names_order(approval: &Approval, order: &Order) -> bool {
+    order
+        .pg_cno
+        .as_deref()
+        .is_none_or(|known| known == approval.pg_cno)
+        && approval
+            .shop_order_no
+            .as_deref()
+            .is_none_or(|no| no == order.shop_order_no.as_str())
+}
+
+/// Statuses of an order that stopped waiting for a payment without holding one: an approval
+/// found for it is a late payment ([`Checkout::settle_late`]).
+pub(crate) fn is_late(status: OrderStatus) -> bool {
+    matches!(
+        status,
+        OrderStatus::Expired | OrderStatus::Failed | OrderStatus::Cancelled
+    )
+}
+
+/// What a `paid` order records of the approval a status check found.
+fn paid_patch(found: &CheckedApproval) -> OrderPatch {
+    OrderPatch {
+        pg_cno: Some(found.pg_cno.clone()),
+        approval_date: found.approval_date.clone(),
+        transaction_date: found.transaction_date.clone(),
+        kicc_status_code: Some("TS01".into()),
+        paid_at: Some(now()),
+        ..Default::default()
     }
 }
 
@@ -463,6 +621,21 @@ pub(crate) struct CheckedApproval {
     /// Its ending, when the caller left it to be written here: in the same write transaction
     /// as the `paid` transition it leads to.
     pub completion: Option<Completion>,
+}
+
+impl CheckedApproval {
+    /// The facts, without the completion (which is written once).
+    fn clone_facts(&self) -> Self {
+        Self {
+            pg_cno: self.pg_cno.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            approval_date: self.approval_date.clone(),
+            transaction_date: self.transaction_date.clone(),
+            call_id: self.call_id,
+            completion: None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,28 @@ impl Checkout {
         reason: String,
         gateway_call_id: Option<i64>,
     ) -> Result<Order, DbError> {
+        self.compensate_by(
+            OrderEvent::CompensationStarted,
+            order,
+            seen,
+            plan,
+            reason,
+            gateway_call_id,
+        )
+        .await
+    }
+
+    /// [`Self::compensate`], the order moved by `event` (a late payment's refund starts from
+    /// `expired`, `failed` or `cancelled`, which `CompensationStarted` does not leave).
+    pub(crate) async fn compensate_by(
+        &self,
+        event: OrderEvent,
+        order: &Order,
+        seen: OrderStatus,
+        plan: CancelPlan,
+        reason: String,
+        gateway_call_id: Option<i64>,
+    ) -> Result<Order, DbError> {
         let (id, currency) = (order.id, order.amount.currency().code());
         let amount = plan.amount(order).max(1);
         let api = plan.api();
@@ -106,6 +128,7 @@ impl Checkout {
                         conn,
                         id,
                         None,
+                        event,
                         api,
                         amount,
                         currency,
@@ -319,14 +342,15 @@ impl Checkout {
     }
 }
 
-/// Moves the order to `compensating` (from `from`, or from whatever status it is in) and writes
-/// the job row; call inside a write transaction. `None` when the order could not move (another
+/// Moves the order to `compensating` by `event` (`CompensationStarted`, or `LateRefundStarted`
+/// for a late payment; from `from`, or from whatever status it is in) and writes the job row; call inside a write transaction. `None` when the order could not move (another
 /// writer took it elsewhere first, or it is past holding money): no job is written then.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn start_compensation(
     conn: &mut crate::db::AnyConnection,
     order_id: i64,
     from: Option<OrderStatus>,
+    event: OrderEvent,
     api: &'static str,
     amount: i64,
     currency: &str,
@@ -334,17 +358,10 @@ pub(super) fn start_compensation(
     gateway_call_id: Option<i64>,
 ) -> Result<Option<i64>, DbError> {
     let outcome = match from {
-        Some(expected) => orders::transition(
-            conn,
-            &Transition::new(order_id, expected, OrderEvent::CompensationStarted, reason),
-        )?,
-        None => orders::apply_event(
-            conn,
-            order_id,
-            OrderEvent::CompensationStarted,
-            reason,
-            &OrderPatch::default(),
-        )?,
+        Some(expected) => {
+            orders::transition(conn, &Transition::new(order_id, expected, event, reason))?
+        }
+        None => orders::apply_event(conn, order_id, event, reason, &OrderPatch::default())?,
     };
     if !outcome.is_applied() {
         return Ok(None);
@@ -553,6 +570,7 @@ impl Checkout {
                             conn,
                             item.order_id,
                             None,
+                            OrderEvent::CompensationStarted,
                             item.api,
                             item.amount,
                             item.currency,

@@ -213,7 +213,9 @@ impl Checkout {
     }
 
     /// "Re-check with KICC": the payment status check, recorded in the timeline; an order still
-    /// waiting that KICC shows approved is settled (amounts compared).
+    /// waiting that KICC shows approved is settled (amounts compared), and a late payment is
+    /// kept or refunded (DESIGN §9). Single-flight per order with a cooldown, like every status
+    /// check a person can trigger.
     pub async fn merchant_recheck(&self, no: &ShopOrderNo) -> Result<String, MerchantError> {
         let order = self.find(no).await?;
         let Some(pg_cno) = order
@@ -225,6 +227,12 @@ impl Checkout {
                 "only WeChat Pay payments have a status check".into(),
             ));
         };
+        if !self.claim_status_check(order.id).await? {
+            return Err(MerchantError::Refused(format!(
+                "KICC was asked about this order less than {} s ago; try again in a moment",
+                self.status_check_cooldown.as_secs()
+            )));
+        }
         let call = self
             .kicc
             .wechat_find(Some(order.id), &pg_cno)
@@ -250,10 +258,10 @@ impl Checkout {
             .await?;
         if let Outcome::Accepted(status) = call.outcome
             && status.status == crate::kicc::TradeStatus::Approved
-            && matches!(
+            && (matches!(
                 order.status,
                 OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
-            )
+            ) || super::approval::is_late(order.status))
         {
             let found = super::approval::CheckedApproval {
                 pg_cno,

@@ -18,7 +18,11 @@ pub use merchant::MerchantError;
 pub use place::{CheckoutError, Device, NextStep, OrderRequest, Placed, guest_customer_id};
 
 use crate::db::Db;
+use crate::domain::LatePayments;
 use crate::kicc::KiccClient;
+
+/// The default cooldown of outsider-triggered status checks ([`Checkout::status_check_cooldown`]).
+pub const STATUS_CHECK_COOLDOWN: Duration = Duration::from_secs(10);
 
 /// Everything the checkout needs, shared by the web handlers and the JSON API.
 pub struct Checkout {
@@ -32,6 +36,11 @@ pub struct Checkout {
     pub kiccpay_window: Option<String>,
     /// How failed cancels are retried.
     pub retry: RetryPolicy,
+    /// What an approval for an expired or failed order does (`LATE_PAYMENTS`).
+    pub late_payments: LatePayments,
+    /// How long after a status check an outsider can trigger (a bare or failed returnUrl, the
+    /// dashboard's re-check) the next one for the same order is skipped.
+    pub status_check_cooldown: Duration,
     /// Cancels made while the database was unreachable, waiting to be recorded.
     in_process: std::sync::Mutex<Vec<compensate::InProcessCancel>>,
     /// Follow-ups (the status check after an ack, a compensation's first attempt) waiting,
@@ -59,11 +68,19 @@ impl Checkout {
             order_expiry,
             kiccpay_window,
             retry,
+            late_payments: LatePayments::default(),
+            status_check_cooldown: STATUS_CHECK_COOLDOWN,
             in_process: std::sync::Mutex::new(Vec::new()),
             follow_ups: std::sync::Mutex::new(webhooks::FollowUps::default()),
             acks: webhooks::AckFirst::new(webhooks::FOLLOW_UP_MAX_YIELD),
             one_statement_acks: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The same checkout with `LATE_PAYMENTS` set.
+    pub fn with_late_payments(mut self, late_payments: LatePayments) -> Self {
+        self.late_payments = late_payments;
+        self
     }
 
     /// Records in-process cancels every `every` until the app stops.

@@ -15,7 +15,7 @@
 //! instances.
 
 use super::Checkout;
-use super::approval::CheckedApproval;
+use super::approval::{CheckedApproval, is_late};
 use super::compensate::{CancelPlan, close_compensated_order, start_compensation};
 use crate::db::compensations;
 use crate::db::orders::{self, Transition, TransitionOutcome};
@@ -168,6 +168,19 @@ pub enum FollowUp {
     /// Confirm a notified approval with the status check, then mark the order paid.
     ConfirmPayment {
         order_id: i64,
+    },
+    /// A failure notification: ask KICC before the order fails (DESIGN §9).
+    ConfirmFailure {
+        order_id: i64,
+        cause: String,
+    },
+    /// A cancellation notification: applied only once KICC's status check confirms it.
+    ConfirmCancel {
+        order_id: i64,
+        pg_cno: String,
+        cancel_pg_cno: String,
+        amount: i64,
+        cause: String,
     },
     /// Make the first attempt of a compensating cancel.
     Compensate {
@@ -627,7 +640,17 @@ impl Checkout {
             .db
             .run(move |conn| {
                 write_transaction(conn, |conn| {
-                    start_compensation(conn, id, None, api, amount, currency, &cause, None)
+                    start_compensation(
+                        conn,
+                        id,
+                        None,
+                        OrderEvent::CompensationStarted,
+                        api,
+                        amount,
+                        currency,
+                        &cause,
+                        None,
+                    )
                 })
             })
             .await;
@@ -710,6 +733,25 @@ impl Checkout {
                     log::warn!("order {order_id}: notified approval not confirmed yet: {e}");
                 }
             }
+            FollowUp::ConfirmFailure { order_id, cause } => {
+                if let Err(e) = self.confirm_notified_failure(order_id, cause).await {
+                    log::warn!("order {order_id}: notified failure not checked: {e}");
+                }
+            }
+            FollowUp::ConfirmCancel {
+                order_id,
+                pg_cno,
+                cancel_pg_cno,
+                amount,
+                cause,
+            } => {
+                let confirmed = self
+                    .confirm_notified_cancel(order_id, &pg_cno, &cancel_pg_cno, amount, cause)
+                    .await;
+                if let Err(e) = confirmed {
+                    log::warn!("order {order_id}: cancellation {cancel_pg_cno} not applied: {e}");
+                }
+            }
             FollowUp::Compensate {
                 order_id,
                 job,
@@ -741,7 +783,8 @@ impl Checkout {
             .db
             .write(move |conn| {
                 let order = orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound)?;
-                let waiting = waits_for_approval(order.status);
+                // Waiting, or a late payment: either way KICC's answer settles it.
+                let waiting = waits_for_approval(order.status) || is_late(order.status);
                 let (true, Some(pg_cno)) = (waiting, order.pg_cno.as_deref()) else {
                     return Ok((order, None));
                 };
@@ -775,6 +818,134 @@ impl Checkout {
             completion: Some(completion),
         };
         self.settle_checked(&order, found, "approval notification confirmed (spec 04)")
+            .await
+    }
+}
+
+impl Checkout {
+    /// A failure notification for an order waiting for its approval: KICC's status check
+    /// decides (DESIGN §9). Approved → settled as any approval; a trade KICC shows cancelled or
+    /// voided → the order fails; anything else (KICC still waits, TS00) → the order stays
+    /// waiting until it is paid or expires, with a note.
+    pub async fn confirm_notified_failure(
+        &self,
+        order_id: i64,
+        cause: String,
+    ) -> Result<Order, DbError> {
+        let order = self
+            .db
+            .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
+            .await?;
+        let (true, Some(pg_cno)) = (waits_for_approval(order.status), order.pg_cno.clone()) else {
+            return Ok(order);
+        };
+        let call = self
+            .kicc
+            .wechat_find(Some(order.id), &pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let verdict = match call.outcome {
+            Outcome::Accepted(status) if status.status == TradeStatus::Approved => {
+                let found = CheckedApproval {
+                    pg_cno,
+                    amount: status.amount.unwrap_or_default(),
+                    currency: status.currency,
+                    approval_date: status.approval_date,
+                    transaction_date: None,
+                    call_id: call.call_id,
+                    completion: None,
+                };
+                let context = format!("{cause}, but the status check found it approved");
+                return self.settle_checked(&order, found, &context).await;
+            }
+            Outcome::Accepted(status)
+                if matches!(status.status, TradeStatus::Cancelled | TradeStatus::Voided) =>
+            {
+                let cause = format!("{cause}; KICC confirms: status {:?}", status.status);
+                return self
+                    .transition(
+                        &order,
+                        order.status,
+                        OrderEvent::PaymentFailed,
+                        cause,
+                        orders::OrderPatch::default(),
+                    )
+                    .await;
+            }
+            Outcome::Accepted(status) => format!("KICC's status is {:?}", status.status),
+            other => format!("the status check ended {}", other.label()),
+        };
+        let note = format!(
+            "{cause}: not confirmed ({verdict}); the order stays {} until it is paid or expires",
+            order.status
+        );
+        self.db
+            .run(move |conn| orders::add_note(conn, order_id, "failure_unconfirmed", &note))
+            .await?;
+        Ok(order)
+    }
+
+    /// A cancellation notification accepted on its face: applied if KICC's cancel status check
+    /// shows that cancel of the order's pgCno, for the notified amount in the order's currency;
+    /// otherwise kept as unmatched with no effect (its key released for KICC's own delivery).
+    pub async fn confirm_notified_cancel(
+        &self,
+        order_id: i64,
+        pg_cno: &str,
+        cancel_pg_cno: &str,
+        amount: i64,
+        cause: String,
+    ) -> Result<(), DbError> {
+        let call = self
+            .kicc
+            .wechat_find_cancel(Some(order_id), pg_cno, cancel_pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let confirmation = match &call.outcome {
+            Outcome::Accepted(status)
+                if matches!(
+                    status.status,
+                    TradeStatus::Cancelled | TradeStatus::PartiallyCancelled
+                ) && status.amount.is_none_or(|a| a == amount) =>
+            {
+                Ok(status.currency.clone())
+            }
+            Outcome::Accepted(status) => Err(format!(
+                "KICC shows it {:?} for {}",
+                status.status,
+                status
+                    .amount
+                    .map_or_else(|| "no amount".to_owned(), |a| a.to_string())
+            )),
+            other => Err(format!("the status check ended {}", other.label())),
+        };
+        let cancel_pg_cno = cancel_pg_cno.to_owned();
+        self.db
+            .write(move |conn| {
+                let order = orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound)?;
+                let verdict = match &confirmation {
+                    Ok(Some(currency)) if currency != order.amount.currency().code() => Err(
+                        format!("KICC shows it in {currency}, not the order's currency"),
+                    ),
+                    Ok(_) => Ok(()),
+                    Err(why) => Err(why.clone()),
+                };
+                match verdict {
+                    Ok(()) => {
+                        let cause = format!("{cause}, confirmed by KICC's status check");
+                        settle_confirmed_cancel(conn, &order, &cancel_pg_cno, amount, cause)
+                    }
+                    Err(why) => {
+                        webhook_deliveries::release_unconfirmed(conn, &cancel_pg_cno)?;
+                        orders::add_note(
+                            conn,
+                            order_id,
+                            "cancel_unconfirmed",
+                            &format!("{cause}: not applied, {why}; kept as unmatched"),
+                        )
+                    }
+                }
+            })
             .await
     }
 }
@@ -888,11 +1059,20 @@ fn apply_payment(
     if p.res_cd != "0000" {
         let cause = format!("approval notification: resCd {} — {}", p.res_cd, p.res_msg);
         if waits_for_approval(order.status) {
-            orders::transition(
-                conn,
-                &Transition::new(order.id, order.status, OrderEvent::PaymentFailed, cause),
-            )?;
-            return done(APPLIED, FollowUp::None, None);
+            // Not failed on the notification's word: KICC's status check decides, after the
+            // ack (DESIGN §9).
+            return done(
+                APPLIED,
+                FollowUp::ConfirmFailure {
+                    order_id: order.id,
+                    cause: cause.clone(),
+                },
+                note(
+                    order.id,
+                    "webhook_failure",
+                    format!("{cause}: confirming with the status check"),
+                ),
+            );
         }
         return done(
             APPLIED,
@@ -925,6 +1105,7 @@ fn apply_payment(
                 conn,
                 order.id,
                 None,
+                OrderEvent::CompensationStarted,
                 "wechat_revise",
                 amount,
                 order.amount.currency().code(),
@@ -969,6 +1150,20 @@ fn apply_payment(
                 accepted_cause(&p.pg_cno, order.amount),
             ),
         ),
+        // A late payment (DESIGN §9): never only noted. The status check confirms it, then the
+        // order is paid (`LATE_PAYMENTS=accept`) or the money refunded.
+        status if is_late(status) => done(
+            ACCEPTED,
+            FollowUp::ConfirmPayment { order_id: order.id },
+            note(
+                order.id,
+                APPROVAL_NOTE,
+                format!(
+                    "approval notification (pgCno {}, amount {}) for an order that is {status}: a late payment, confirming with the status check",
+                    p.pg_cno, order.amount
+                ),
+            ),
+        ),
         status => done(
             APPLIED,
             FollowUp::None,
@@ -984,60 +1179,124 @@ fn apply_payment(
     }
 }
 
+/// A cancellation notification (spec 05) is applied only once KICC confirms it (DESIGN §9):
+/// here it is matched to its order by the order's own pgCno alone, and must name a cancel
+/// `0 < amount ≤ what remains` in the order's currency; then the status check after the ack
+/// ([`Checkout::confirm_notified_cancel`]) applies it. Anything else is kept as unmatched,
+/// changing nothing.
 fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Processed, DbError> {
-    let by_pg_cno = match c.pg_cno.as_deref() {
+    let order = match c.pg_cno.as_deref() {
         Some(pg_cno) => orders::find_by_pg_cno(conn, pg_cno)?,
         None => None,
-    };
-    let order = match by_pg_cno {
-        Some(order) => Some(order),
-        None => match c.shop_order_no.as_deref().map(ShopOrderNo::parse) {
-            Some(Ok(no)) => orders::find_by_shop_order_no(conn, &no)?,
-            _ => None,
-        },
     };
     let Some(order) = order else {
         return unmatched(None);
     };
-    let done = |note| {
-        Ok(Processed {
+    let mismatch = |why: String| {
+        unmatched(note(
+            order.id,
+            "cancel_unmatched",
+            format!(
+                "cancellation notification {} not applied: {why}",
+                c.cancel_pg_cno
+            ),
+        ))
+    };
+    if let Some(no) = c.shop_order_no.as_deref()
+        && no != order.shop_order_no.as_str()
+    {
+        return mismatch(format!("it names order {no}"));
+    }
+    if c.res_cd != "0000" {
+        return Ok(Processed {
             outcome: APPLIED,
             applied: true,
             order_id: Some(order.id),
             follow_up: FollowUp::None,
-            note,
-        })
-    };
-    if c.res_cd != "0000" {
-        return done(note(
-            order.id,
-            "cancel_failed",
-            format!(
-                "cancellation notification {}: resCd {} — {}",
-                c.cancel_pg_cno, c.res_cd, c.res_msg
+            note: note(
+                order.id,
+                "cancel_failed",
+                format!(
+                    "cancellation notification {}: resCd {} — {}",
+                    c.cancel_pg_cno, c.res_cd, c.res_msg
+                ),
             ),
+        });
+    }
+    if let Some(currency) = c.currency.as_deref()
+        && currency != order.amount.currency().code()
+    {
+        return mismatch(format!(
+            "its currency {currency} is not the order's {}",
+            order.amount.currency().code()
         ));
     }
-    let amount = c.amount.unwrap_or(order.remaining().minor()).max(0);
+    // A compensation cancels what was approved; a merchant cancel at most what remains.
+    let limit = match order.status {
+        OrderStatus::Compensating | OrderStatus::NeedsAttention => order.amount.minor(),
+        OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested => {
+            order.remaining().minor()
+        }
+        status => {
+            return mismatch(format!("the order is {status}"));
+        }
+    };
+    let amount = match c.amount {
+        Some(amount) if amount > 0 && amount <= limit => amount,
+        Some(amount) => {
+            return mismatch(format!(
+                "amount {amount} is not between 1 and the {limit} that can be cancelled"
+            ));
+        }
+        None => return mismatch("it names no amount".into()),
+    };
     let cause = format!(
         "cancellation notification {}: {} cancelled on {}",
         c.cancel_pg_cno,
         amount,
         c.cancel_date.clone().unwrap_or_default()
     );
-    let job = compensations::open_for_cancel(conn, order.id, &c.cancel_pg_cno)?;
+    Ok(Processed {
+        outcome: ACCEPTED,
+        applied: true,
+        order_id: Some(order.id),
+        follow_up: FollowUp::ConfirmCancel {
+            order_id: order.id,
+            pg_cno: order.pg_cno.clone().unwrap_or_default(),
+            cancel_pg_cno: c.cancel_pg_cno.clone(),
+            amount,
+            cause: cause.clone(),
+        },
+        note: note(
+            order.id,
+            "cancel_notified",
+            format!("{cause}: confirming with the status check"),
+        ),
+    })
+}
+
+/// Applies a cancel KICC confirmed, in the caller's write transaction: counted against the
+/// order (partial cancels accumulate; the whole amount closes it), or closing a compensation.
+fn settle_confirmed_cancel(
+    conn: &mut AnyConnection,
+    order: &Order,
+    cancel_pg_cno: &str,
+    amount: i64,
+    cause: String,
+) -> Result<(), DbError> {
+    let job = compensations::open_for_cancel(conn, order.id, cancel_pg_cno)?;
     match order.status {
         OrderStatus::Compensating | OrderStatus::NeedsAttention => {
             if let Some(job) = &job {
-                compensations::mark_confirmed(conn, job.id, Some(&c.cancel_pg_cno))?;
+                compensations::mark_confirmed(conn, job.id, Some(cancel_pg_cno))?;
             }
-            close_compensated_order(conn, order.id, order.amount.minor(), &cause)?;
-            done(None)
+            close_compensated_order(conn, order.id, order.amount.minor(), &cause)
         }
-        OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested => {
-            // Partial cancels accumulate; the whole amount cancelled closes the order.
+        OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested
+            if amount <= order.remaining().minor() =>
+        {
             let before = order.cancelled.minor();
-            let after = (before + amount).min(order.amount.minor());
+            let after = before + amount;
             let fully = after >= order.amount.minor();
             let t = Transition::new(
                 order.id,
@@ -1048,7 +1307,8 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
             .with_cancelled_amount(before, after);
             match orders::transition(conn, &t)? {
                 TransitionOutcome::Applied { .. } => {}
-                // Moved under us: fail, so KICC resends and the next try reads the new state.
+                // Moved under us: fail, so the follow-up's caller sees it and nothing is half
+                // written.
                 other => {
                     return Err(DbError::Corrupt(format!(
                         "order moved while applying a cancel: {other:?}"
@@ -1056,15 +1316,19 @@ fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Proc
                 }
             }
             if let Some(job) = &job {
-                compensations::mark_confirmed(conn, job.id, Some(&c.cancel_pg_cno))?;
+                compensations::mark_confirmed(conn, job.id, Some(cancel_pg_cno))?;
             }
-            done(None)
+            Ok(())
         }
-        status => done(note(
+        status => orders::add_note(
+            conn,
             order.id,
             "cancel_notified",
-            format!("{cause}; the order is already {status}"),
-        )),
+            &format!(
+                "{cause}; not counted: the order is {status} with {} remaining",
+                order.remaining()
+            ),
+        ),
     }
 }
 

@@ -555,3 +555,42 @@ pub fn fill_approval(
         .execute(c))?;
     Ok(())
 }
+
+/// Claims the right to send an outsider-triggered status check for this order now: true for
+/// exactly one caller per `cooldown`, whichever instance it runs in (a compare-and-set on
+/// `orders.status_checked_at`). A bare returnUrl replayed forty times asks KICC once.
+pub fn claim_status_check(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    cooldown: chrono::TimeDelta,
+) -> Result<bool, DbError> {
+    let at = now();
+    let before = at - cooldown;
+    let claimed = on_backend!(conn, c => diesel::update(orders::table
+        .filter(orders::id.eq(order_id))
+        .filter(orders::status_checked_at.is_null().or(orders::status_checked_at.le(before))))
+        .set(orders::status_checked_at.eq(at))
+        .execute(c))?;
+    Ok(claimed == 1)
+}
+
+/// The status the order left when a late payment for it was refunded (`late_refund_started`),
+/// if one was: what the shopper's order page explains.
+pub fn late_refund_from(
+    conn: &mut AnyConnection,
+    order_id: i64,
+) -> Result<Option<OrderStatus>, DbError> {
+    let from = on_backend!(conn, c => order_events::table
+        .filter(order_events::order_id.eq(order_id))
+        .filter(order_events::event.eq(OrderEvent::LateRefundStarted.name()))
+        .order(order_events::id.desc())
+        .select(order_events::from_status)
+        .first::<Option<String>>(c)
+        .optional())?
+    .flatten();
+    from.map(|s| {
+        s.parse()
+            .map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}")))
+    })
+    .transpose()
+}

@@ -104,6 +104,7 @@ diesel::table! {
         updated_at -> Timestamp,
         lease_owner -> Nullable<Text>,
         lease_until -> Nullable<Timestamp>,
+        status_checked_at -> Nullable<Timestamp>,
     }
 }
 

@@ -382,3 +382,19 @@ pub fn unmatched(conn: &mut AnyConnection, limit: i64) -> Result<Vec<Delivery>, 
         .select(Delivery::as_select())
         .load(conn)?)
 }
+
+/// A delivery accepted on its face and then not confirmed by KICC (a cancellation
+/// notification whose status check does not show the cancel): kept as `unmatched` (the
+/// dashboard's list), its claim on the key released so that KICC's own delivery of the key
+/// can still be applied. Returns whether a delivery was released.
+pub fn release_unconfirmed(conn: &mut AnyConnection, dedupe_key: &str) -> Result<bool, DbError> {
+    let released = on_backend!(conn, c => diesel::update(webhook_deliveries::table
+        .filter(webhook_deliveries::dedupe_key.eq(dedupe_key))
+        .filter(webhook_deliveries::applied.eq(true)))
+        .set((
+            webhook_deliveries::applied.eq(false),
+            webhook_deliveries::outcome.eq("unmatched"),
+        ))
+        .execute(c))?;
+    Ok(released > 0)
+}

@@ -20,7 +20,7 @@ pub use goods::GoodsName;
 pub use money::{Currency, Money};
 pub use order::{Order, OrderLine, TimelineEntry};
 pub use order_no::ShopOrderNo;
-pub use payment::{PayMethod, TradeType};
+pub use payment::{LatePayments, PayMethod, TradeType};
 pub use status::{OrderEvent, OrderStatus, TransitionError};
 
 /// A value that failed its parse constructor: which field, and a message a person can act on.

@@ -91,3 +91,38 @@ impl FromStr for TradeType {
         }
     }
 }
+
+/// What an approval for an order that had stopped waiting for it (expired or failed) does
+/// (`LATE_PAYMENTS`, DESIGN §9). Either way the money and the order agree afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LatePayments {
+    /// The order becomes `paid` (amount and currency must match; otherwise it is refunded).
+    #[default]
+    Accept,
+    /// A compensating cancel returns the money; the shopper's order page says why.
+    Refund,
+}
+
+impl LatePayments {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatePayments::Accept => "accept",
+            LatePayments::Refund => "refund",
+        }
+    }
+}
+
+impl FromStr for LatePayments {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "accept" => Ok(LatePayments::Accept),
+            "refund" => Ok(LatePayments::Refund),
+            other => Err(ValidationError::new(
+                "LATE_PAYMENTS",
+                format!("`{other}` is neither `accept` nor `refund`"),
+            )),
+        }
+    }
+}

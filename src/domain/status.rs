@@ -5,7 +5,9 @@
 //! `created → pending → (authorized → approving) → paid → cancel_requested →
 //! cancelled | partially_cancelled`; `pending → expired | failed`; `approving → failed`; any
 //! money-holding state → `compensating → cancelled`; `needs_attention` when a compensation
-//! cannot finish.
+//! cannot finish. A payment KICC approves after the order stopped waiting for it (a late
+//! approval) is never left unrecorded: `expired | failed → paid` when the merchant accepts late
+//! payments, `expired | failed | cancelled → compensating` when it is refunded.
 
 use std::fmt;
 use std::str::FromStr;
@@ -115,6 +117,10 @@ impl OrderStatus {
             (S::Pending | S::Authorized | S::Approving, E::PaymentConfirmed) => S::Paid,
             (S::Pending | S::Authorized | S::Approving, E::PaymentFailed) => S::Failed,
             (S::Pending | S::Authorized, E::PaymentExpired) => S::Expired,
+            // A status check found an approval for an order that had stopped waiting for it:
+            // kept (`LATE_PAYMENTS=accept`) or refunded; a cancelled order's is always refunded.
+            (S::Expired | S::Failed, E::LatePaymentAccepted) => S::Paid,
+            (S::Expired | S::Failed | S::Cancelled, E::LateRefundStarted) => S::Compensating,
             (s, E::CompensationStarted) if s.may_hold_money() => S::Compensating,
             (S::Compensating | S::NeedsAttention, E::CompensationConfirmed) => S::Cancelled,
             (S::Compensating, E::CompensationStuck) => S::NeedsAttention,
@@ -179,6 +185,12 @@ pub enum OrderEvent {
     PaymentFailed,
     /// The payment window's life ended and a status check found no payment.
     PaymentExpired,
+    /// KICC approved a payment for an order already expired or failed, and the merchant keeps
+    /// late payments (`LATE_PAYMENTS=accept`).
+    LatePaymentAccepted,
+    /// KICC approved a payment for an order that no longer waits for one (expired or failed
+    /// under `LATE_PAYMENTS=refund`, or cancelled): a compensating cancel returns it.
+    LateRefundStarted,
     /// A compensating cancel was scheduled (amount mismatch, bad MAC, DB failure, timeout, …).
     CompensationStarted,
     /// The compensating cancel was confirmed by KICC.
@@ -195,7 +207,7 @@ pub enum OrderEvent {
 
 impl OrderEvent {
     /// Every event, with each value of its data: the columns of the transition table.
-    pub const ALL: [OrderEvent; 15] = [
+    pub const ALL: [OrderEvent; 17] = [
         OrderEvent::PaymentRegistered,
         OrderEvent::RegistrationFailed,
         OrderEvent::ShopperAuthenticated,
@@ -203,6 +215,8 @@ impl OrderEvent {
         OrderEvent::PaymentConfirmed,
         OrderEvent::PaymentFailed,
         OrderEvent::PaymentExpired,
+        OrderEvent::LatePaymentAccepted,
+        OrderEvent::LateRefundStarted,
         OrderEvent::CompensationStarted,
         OrderEvent::CompensationConfirmed,
         OrderEvent::CompensationStuck,
@@ -227,6 +241,8 @@ impl OrderEvent {
             OrderEvent::PaymentConfirmed => "payment_confirmed",
             OrderEvent::PaymentFailed => "payment_failed",
             OrderEvent::PaymentExpired => "payment_expired",
+            OrderEvent::LatePaymentAccepted => "late_payment_accepted",
+            OrderEvent::LateRefundStarted => "late_refund_started",
             OrderEvent::CompensationStarted => "compensation_started",
             OrderEvent::CompensationConfirmed => "compensation_confirmed",
             OrderEvent::CompensationStuck => "compensation_stuck",

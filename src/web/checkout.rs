@@ -314,6 +314,19 @@ pub async fn order_page(
             .run(move |conn| orders::lines(conn, &order))
             .await?
     };
+    let late_refund = if matches!(
+        order.status,
+        OrderStatus::Compensating | OrderStatus::Cancelled
+    ) {
+        let id = order.id;
+        state
+            .db
+            .run(move |conn| orders::late_refund_from(conn, id))
+            .await?
+            .map(late_refund_text)
+    } else {
+        None
+    };
     let qr_svg = qr_to_scan(&order)
         .and_then(|url| state.qr.get(url).ok())
         .map(|images| images.svg().to_owned());
@@ -358,6 +371,7 @@ pub async fn order_page(
                 total: l.line_total.to_string(),
             })
             .collect(),
+        late_refund,
     };
     let mut response = super::render(&page, actix_web::http::StatusCode::OK);
     // Bought: the cart that led here is done with.
@@ -369,6 +383,18 @@ pub async fn order_page(
         let _ = response.add_cookie(&gone);
     }
     Ok(response)
+}
+
+/// Why a late payment was refunded, by the status the order had when it arrived.
+fn late_refund_text(was: OrderStatus) -> String {
+    let why = match was {
+        OrderStatus::Expired => "after this order had expired",
+        OrderStatus::Failed => "after this order had been closed as failed",
+        _ => "after this order had been cancelled",
+    };
+    format!(
+        "Your payment arrived {why}, so it was not taken: it has been (or is being) refunded in full to where it came from."
+    )
 }
 
 /// What the shopper reads first.

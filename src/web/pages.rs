@@ -160,4 +160,6 @@ pub struct OrderPage {
     pub expires_in: i64,
     pub expires_at: String,
     pub lines: Vec<OrderLineView>,
+    /// Why a payment that arrived late was refunded, in the shopper's words (DESIGN §9).
+    pub late_refund: Option<String>,
 }

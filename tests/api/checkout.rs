@@ -349,17 +349,20 @@ both_backends! {
         assert_eq!(app.trade(&no).await["approvedAmount"].as_i64(), Some(25000));
     }
 
-    async fn shopper_cancel_and_decline_end_failed(test_db) {
+    async fn a_shopper_cancel_leaves_the_order_pending_and_a_decline_fails_it(test_db) {
         let app = app(test_db).await;
         let created = app.api_order("wechat", "pc", "KRW").await;
         let (no, pg_cno) = (created["shopOrderNo"].as_str().unwrap().to_owned(), created["pgCno"].as_str().unwrap().to_owned());
         let form = app.pay_wechat(&pg_cno, "cancel").await;
         assert_eq!(field(&form, "resCd"), "W002");
         app.submit_return(&form).await;
-        assert_eq!(app.order(&no).await["status"], "failed");
+        // The browser's word alone changes nothing (DESIGN §9): KICC still shows TS00, so the
+        // order waits (the shopper may still pay) until it is paid or expires.
+        assert_eq!(app.order(&no).await["status"], "pending");
         assert!(app.causes(&no).contains("resCd W002"));
+        assert!(app.causes(&no).contains("not confirmed by KICC"), "{}", app.causes(&no));
         assert_eq!(app.trade(&pg_cno).await["statusCode"], "TS00");
-        assert!(app.get(&format!("/orders/{no}")).await.text().await.unwrap().contains("did not go through"));
+        assert!(app.get(&format!("/orders/{no}")).await.text().await.unwrap().contains("Scan to pay"));
 
         let created = app.api_order("wechat", "pc", "KRW").await;
         let (no, pg_cno) = (created["shopOrderNo"].as_str().unwrap().to_owned(), created["pgCno"].as_str().unwrap().to_owned());

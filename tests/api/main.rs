@@ -15,6 +15,7 @@ mod group_commit;
 mod hardening;
 mod harness;
 mod kicc_client;
+mod late_events;
 mod migrations;
 mod reconciler;
 mod review;

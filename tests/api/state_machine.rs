@@ -28,6 +28,11 @@ const ALLOWED: &[(S, E, S)] = &[
     (S::Approving, E::PaymentFailed, S::Failed),
     (S::Approving, E::CompensationStarted, S::Compensating),
     (S::Paid, E::CompensationStarted, S::Compensating),
+    (S::Expired, E::LatePaymentAccepted, S::Paid),
+    (S::Failed, E::LatePaymentAccepted, S::Paid),
+    (S::Expired, E::LateRefundStarted, S::Compensating),
+    (S::Failed, E::LateRefundStarted, S::Compensating),
+    (S::Cancelled, E::LateRefundStarted, S::Compensating),
     (S::Paid, E::CancelRequested, S::CancelRequested),
     (S::Paid, E::CancelSettled { fully: true }, S::Cancelled),
     (

@@ -91,6 +91,33 @@ impl TestApp {
         (no, pg_cno)
     }
 
+    /// KICC cancels `amount` of the order's payment (the sandbox's revise, as KICC's console or
+    /// a merchant's own call would): a real cancel whose status check confirms it. Its own
+    /// notification goes to a notifyUrl nothing answers, so the test decides what arrives.
+    /// Returns its cancelPgCno.
+    async fn kicc_cancels(&self, no: &str, pg_cno: &str, amount: i64) -> String {
+        use kicc_checkout::kicc::{CancelAmount, Outcome};
+        let kicc = crate::helpers::kicc_client(
+            &self.db,
+            &format!("{}/sandbox", self.address),
+            Duration::from_secs(10),
+        );
+        let order = self.stored_order(no);
+        let how = if amount >= order.amount.minor() {
+            CancelAmount::Full
+        } else {
+            CancelAmount::Partial(amount)
+        };
+        let call = kicc
+            .wechat_revise(&order, pg_cno, how, "http://127.0.0.1:9/nowhere", None)
+            .await
+            .unwrap();
+        match call.outcome {
+            Outcome::Accepted(accepted) => accepted.cancel_pg_cno.expect("a cancelPgCno"),
+            other => panic!("the sandbox refused the cancel: {other:?}"),
+        }
+    }
+
     async fn status_of(&self, no: &str) -> Value {
         self.get(&format!("/api/orders/{no}"))
             .await
@@ -167,13 +194,15 @@ both_backends! {
         app.until_status(&no, "paid").await;
         assert_eq!(app.events(&no).iter().filter(|e| *e == "payment_confirmed").count(), 1);
 
-        // One notifyUrl serves both: the cancellation arrives on the payment route.
-        let (_, ack) = app.notify("/webhooks/kicc/payment", &cancel_body(&no, &pg_cno, "C-1", 24000), Some(KICC_IP)).await;
+        // One notifyUrl serves both: the cancellation arrives on the payment route, and is
+        // applied once KICC's status check confirms it.
+        let cancel = app.kicc_cancels(&no, &pg_cno, 24000).await;
+        let (_, ack) = app.notify("/webhooks/kicc/payment", &cancel_body(&no, &pg_cno, &cancel, 24000), Some(KICC_IP)).await;
         assert_eq!((ack["resCd"].as_str(), ack["pgCno"].as_str()), (Some("0000"), Some(pg_cno.as_str())));
-        let order = app.status_of(&no).await;
+        let order = app.until_status(&no, "cancelled").await;
         assert_eq!((order["status"].as_str(), order["cancelledAmount"].as_i64()), (Some("cancelled"), Some(24000)));
         let kinds: Vec<_> = app.kicc_deliveries().iter().map(|d| (d.kind.clone(), d.outcome.clone().unwrap(), d.applied)).collect();
-        assert_eq!(kinds, [("payment".into(), "accepted".into(), true), ("cancel".into(), "applied".into(), true)]);
+        assert_eq!(kinds, [("payment".into(), "accepted".into(), true), ("cancel".into(), "accepted".into(), true)]);
     }
 
     async fn two_partial_cancels_add_up_and_a_repeat_counts_once(test_db) {
@@ -181,18 +210,20 @@ both_backends! {
         let (no, pg_cno) = app.wechat_order(true).await;
         app.notify("/webhooks/kicc/payment", &approval_body(&no, &pg_cno, 24000, "KRW"), Some(KICC_IP)).await;
         app.until_status(&no, "paid").await;
-        app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, "C-1", 10000), Some(KICC_IP)).await;
-        let order = app.status_of(&no).await;
+        let first = app.kicc_cancels(&no, &pg_cno, 10000).await;
+        app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, &first, 10000), Some(KICC_IP)).await;
+        let order = app.until_status(&no, "partially_cancelled").await;
         assert_eq!((order["status"].as_str(), order["cancelledAmount"].as_i64()), (Some("partially_cancelled"), Some(10000)));
         // KICC resends the first: acked, not counted again.
-        let (_, ack) = app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, "C-1", 10000), Some(KICC_IP)).await;
+        let (_, ack) = app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, &first, 10000), Some(KICC_IP)).await;
         assert_eq!(ack["resCd"], "0000");
         assert_eq!(app.status_of(&no).await["cancelledAmount"], 10000);
-        app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, "C-2", 14000), Some(KICC_IP)).await;
-        let order = app.status_of(&no).await;
+        let second = app.kicc_cancels(&no, &pg_cno, 14000).await;
+        app.notify("/webhooks/kicc/cancel", &cancel_body(&no, &pg_cno, &second, 14000), Some(KICC_IP)).await;
+        let order = app.until_status(&no, "cancelled").await;
         assert_eq!((order["status"].as_str(), order["cancelledAmount"].as_i64()), (Some("cancelled"), Some(24000)));
         let outcomes: Vec<_> = app.kicc_deliveries().iter().skip(1).map(|d| d.outcome.clone().unwrap()).collect();
-        assert_eq!(outcomes, ["applied", "duplicate", "applied"]);
+        assert_eq!(outcomes, ["accepted", "duplicate", "accepted"]);
     }
 
     async fn a_notified_amount_that_differs_is_cancelled_at_kicc(test_db) {
