@@ -21,6 +21,18 @@ mod switches {
         SKIP_AMOUNT_CHECK.load(Ordering::SeqCst)
     }
 
+    static IGNORE_LATE_PAYMENTS: AtomicBool = AtomicBool::new(false);
+
+    /// Breaks the one rule of money (DESIGN §9): an approval for an order that stopped waiting
+    /// for it is only noted, as before the rule (money kept, order expired). Process-wide.
+    pub fn ignore_late_payments(on: bool) {
+        IGNORE_LATE_PAYMENTS.store(on, Ordering::SeqCst);
+    }
+
+    pub(crate) fn late_payments_ignored() -> bool {
+        IGNORE_LATE_PAYMENTS.load(Ordering::SeqCst)
+    }
+
     static WEBHOOKS_IN_TRANSACTION: AtomicBool = AtomicBool::new(false);
 
     /// Every webhook delivery stored, handled and acked in its transaction, as on SQLite: on
@@ -39,10 +51,10 @@ mod switches {
 pub use switches::skip_amount_check;
 
 #[cfg(feature = "fault-injection")]
-pub use switches::webhooks_in_transaction;
+pub use switches::{ignore_late_payments, webhooks_in_transaction};
 
 #[cfg(feature = "fault-injection")]
-pub(crate) use switches::{amount_check_skipped, one_statement_skipped};
+pub(crate) use switches::{amount_check_skipped, late_payments_ignored, one_statement_skipped};
 
 /// Without the feature: never.
 #[cfg(not(feature = "fault-injection"))]
@@ -53,5 +65,11 @@ pub(crate) const fn amount_check_skipped() -> bool {
 /// Without the feature: never.
 #[cfg(not(feature = "fault-injection"))]
 pub(crate) const fn one_statement_skipped() -> bool {
+    false
+}
+
+/// Without the feature: never.
+#[cfg(not(feature = "fault-injection"))]
+pub(crate) const fn late_payments_ignored() -> bool {
     false
 }

@@ -11,7 +11,10 @@
 //!    net-cancel with the same data;
 //! 3. orders past their expiry: the status check → paid (same amount), cancelled (a different
 //!    one), or expired;
-//! 4. notified approvals not yet confirmed: the status check → paid.
+//! 4. notified approvals not yet confirmed: the status check → paid;
+//! 5. WeChat orders that expired or failed, looked at again on a stretching schedule (a day):
+//!    a payment made after they closed is kept or refunded (`LATE_PAYMENTS`), even when its
+//!    notification never arrived.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -132,6 +135,7 @@ impl Reconciler {
             Work::DueCompensations,
             Work::ExpiredOrders,
             Work::NotifiedApprovals,
+            Work::LateChecks,
         ] {
             if self.stopped() {
                 break;
@@ -160,6 +164,10 @@ impl Reconciler {
                             report.orders_settled += usize::from(o.status == OrderStatus::Paid);
                         })
                     }
+                    Work::LateChecks => self
+                        .late_check(id)
+                        .await
+                        .map(|done| report.orders_settled += usize::from(done)),
                 };
                 if let Err(e) = handled {
                     log::warn!("reconciler: {work:?} {id}: {e}");
@@ -497,6 +505,70 @@ impl Reconciler {
                 Ok(false)
             }
         }
+    }
+
+    /// A WeChat order that expired or failed, due for another look (work 5): KICC's status
+    /// check finds a payment made after the order closed (its notification lost or refused),
+    /// which is then kept or refunded like any late payment; otherwise the next look is
+    /// scheduled, further out each time, until the schedule ends.
+    async fn late_check(&self, order_id: i64) -> Result<bool, DbError> {
+        let order = self.order(order_id).await?;
+        let (true, PayMethod::Wechat, Some(pg_cno)) = (
+            matches!(order.status, OrderStatus::Expired | OrderStatus::Failed),
+            order.pay_method,
+            order.pg_cno.clone(),
+        ) else {
+            self.schedule_late_check(order_id, None).await?;
+            return Ok(false);
+        };
+        let call = self
+            .checkout
+            .kicc
+            .wechat_find(Some(order.id), &pg_cno)
+            .await
+            .map_err(|e| DbError::Corrupt(e.to_string()))?;
+        if let Outcome::Accepted(status) = call.outcome
+            && status.status == TradeStatus::Approved
+        {
+            let checked = CheckedApproval {
+                pg_cno,
+                amount: status.amount.unwrap_or_default(),
+                currency: status.currency,
+                approval_date: status.approval_date,
+                transaction_date: None,
+                call_id: call.call_id,
+                completion: None,
+            };
+            self.checkout
+                .settle_checked(&order, checked, "reconciler: late check")
+                .await?;
+            self.schedule_late_check(order_id, None).await?;
+            return Ok(true);
+        }
+        let done = self
+            .checkout
+            .db
+            .run(move |conn| orders::late_checks(conn, order_id))
+            .await?;
+        let next = orders::LATE_CHECKS_AFTER
+            .get(usize::try_from(done).unwrap_or(usize::MAX))
+            .map(|after| now() + *after);
+        self.schedule_late_check(order_id, next).await?;
+        Ok(false)
+    }
+
+    async fn schedule_late_check(
+        &self,
+        order_id: i64,
+        at: Option<chrono::NaiveDateTime>,
+    ) -> Result<(), DbError> {
+        self.checkout
+            .db
+            .run(move |conn| {
+                let checks = orders::late_checks(conn, order_id)?;
+                orders::schedule_late_check(conn, order_id, at, checks + 1)
+            })
+            .await
     }
 
     /// The worker: a pass every `interval` until [`Reconciler::stop`].

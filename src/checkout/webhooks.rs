@@ -801,6 +801,26 @@ impl Checkout {
         let (call, completion) = self.kicc.send_recorded(call).await;
         let status = match call.outcome {
             Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
+            Outcome::Accepted(status) => {
+                // KICC has no approval: the notification was not KICC's (or came before its
+                // approval). Kept as unmatched, its claim on the pgCno released, so that
+                // KICC's own notification of the payment is applied, not taken for a resend.
+                self.kicc.write_completion(completion).await;
+                let (pg_cno, id) = (order.pg_cno.clone().unwrap_or_default(), order.id);
+                let note = format!(
+                    "approval notification not confirmed: KICC's status is {:?}; kept as unmatched",
+                    status.status
+                );
+                self.db
+                    .write(move |conn| {
+                        if webhook_deliveries::release_unconfirmed(conn, &pg_cno)? {
+                            orders::add_note(conn, id, "webhook_unconfirmed", &note)?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                return Ok(order);
+            }
             _ => {
                 self.kicc.write_completion(completion).await;
                 return Ok(order);
@@ -977,6 +997,8 @@ const APPLIED: &str = "applied";
 /// An approval's outcome when its order waits for it: applied, and confirmed by a status check
 /// after the ack.
 const ACCEPTED: &str = "accepted";
+/// A failure notification's outcome: noted (and checked with KICC), never claiming its key.
+const FAILURE_NOTED: &str = "failure_noted";
 /// The outcome of a delivery whose key was applied before (KICC's resends): acked, not applied.
 const DUPLICATE: &str = "duplicate";
 
@@ -1057,12 +1079,13 @@ fn apply_payment(
         })
     };
     if p.res_cd != "0000" {
+        // A failure never claims the pgCno: KICC's notification of a payment made afterwards
+        // must still be applied, not taken for a resend of this one.
         let cause = format!("approval notification: resCd {} — {}", p.res_cd, p.res_msg);
-        if waits_for_approval(order.status) {
+        let (follow_up, note) = if waits_for_approval(order.status) {
             // Not failed on the notification's word: KICC's status check decides, after the
             // ack (DESIGN §9).
-            return done(
-                APPLIED,
+            (
                 FollowUp::ConfirmFailure {
                     order_id: order.id,
                     cause: cause.clone(),
@@ -1072,17 +1095,24 @@ fn apply_payment(
                     "webhook_failure",
                     format!("{cause}: confirming with the status check"),
                 ),
-            );
-        }
-        return done(
-            APPLIED,
-            FollowUp::None,
-            note(
-                order.id,
-                "webhook_failure_ignored",
-                format!("{cause} (order is {})", order.status),
-            ),
-        );
+            )
+        } else {
+            (
+                FollowUp::None,
+                note(
+                    order.id,
+                    "webhook_failure_ignored",
+                    format!("{cause} (order is {})", order.status),
+                ),
+            )
+        };
+        return Ok(Processed {
+            outcome: FAILURE_NOTED,
+            applied: false,
+            order_id: Some(order.id),
+            follow_up,
+            note,
+        });
     }
     let amount_ok = p.amount == Some(order.amount.minor());
     let currency_ok = p

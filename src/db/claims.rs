@@ -28,14 +28,19 @@ pub enum Work {
     /// notification's follow-up did not finish (a crash, a stop). `{t}` is when a follow-up
     /// should have: a notification received since is left to its follow-up.
     NotifiedApprovals,
+    /// WeChat orders that expired or failed, due for another look at KICC (`late_check_at`):
+    /// a payment made after the order closed must end paid or refunded even when its
+    /// notification never arrives (DESIGN §9).
+    LateChecks,
 }
 
 impl Work {
-    pub const ALL: [Work; 4] = [
+    pub const ALL: [Work; 5] = [
         Work::DueCompensations,
         Work::ExpiredOrders,
         Work::UnansweredApprovals,
         Work::NotifiedApprovals,
+        Work::LateChecks,
     ];
 
     /// (table, the condition a candidate meets with one time parameter `{t}`, the order).
@@ -73,6 +78,12 @@ impl Work {
                  {deliveries} WHERE d.order_id = orders.id AND d.outcome = 'accepted' \
                  AND d.received_at <= {t})",
                 "id",
+            ),
+            Work::LateChecks => (
+                "orders",
+                // The condition of the partial index `orders_late_check`, and the status.
+                "late_check_at IS NOT NULL AND late_check_at <= {t} AND status IN ('expired', 'failed')",
+                "late_check_at",
             ),
         }
     }

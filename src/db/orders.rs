@@ -487,6 +487,9 @@ pub fn transition_in_tx(
         .values(&event)
         .returning(order_events::id)
         .get_result(c))?;
+    if matches!(to, OrderStatus::Expired | OrderStatus::Failed) {
+        schedule_late_check(conn, t.order_id, Some(at + LATE_CHECK_FIRST), 0)?;
+    }
     Ok(TransitionOutcome::Applied {
         from: t.expected,
         to,
@@ -593,4 +596,66 @@ pub fn late_refund_from(
             .map_err(|e| DbError::Corrupt(format!("order {order_id}: {e}")))
     })
     .transpose()
+}
+
+/// When an order that expired or failed is first checked again; the reconciler then follows
+/// [`LATE_CHECKS_AFTER`].
+pub const LATE_CHECK_FIRST: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+
+/// The delays between the later late checks: WeChat's code URLs stay valid for hours, so the
+/// checks stretch over a day, then stop.
+pub const LATE_CHECKS_AFTER: [chrono::TimeDelta; 4] = [
+    chrono::TimeDelta::minutes(10),
+    chrono::TimeDelta::hours(1),
+    chrono::TimeDelta::hours(6),
+    chrono::TimeDelta::hours(18),
+];
+
+/// Sets (or, with `None`, ends) the order's next late check: when the reconciler asks KICC
+/// again whether a WeChat order that expired or failed was paid after all. Only orders with a
+/// WeChat trade get one (KICC Pay needs our approval call: it cannot be paid behind our back).
+pub fn schedule_late_check(
+    conn: &mut AnyConnection,
+    order_id: i64,
+    at: Option<NaiveDateTime>,
+    checks: i32,
+) -> Result<(), DbError> {
+    on_backend!(conn, c => diesel::update(orders::table
+        .filter(orders::id.eq(order_id))
+        .filter(orders::pg_cno.is_not_null())
+        .filter(orders::pay_method.eq(PayMethod::Wechat.as_str())))
+        .set((orders::late_check_at.eq(at), orders::late_checks.eq(checks)))
+        .execute(c))?;
+    Ok(())
+}
+
+/// How many late checks this order has had.
+pub fn late_checks(conn: &mut AnyConnection, order_id: i64) -> Result<i32, DbError> {
+    Ok(on_backend!(conn, c => orders::table
+        .filter(orders::id.eq(order_id))
+        .select(orders::late_checks)
+        .get_result(c))?)
+}
+
+/// A clock the review runner moves forward for one order, to stand in for the minutes a real
+/// order waits (its own expiry, or its next late check).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    Expiry,
+    LateCheck,
+}
+
+/// Makes the order's `due` clock come due now (see [`Due`]).
+pub fn bring_forward(conn: &mut AnyConnection, order_id: i64, due: Due) -> Result<(), DbError> {
+    let at = now() - chrono::TimeDelta::seconds(1);
+    let target = orders::table.filter(orders::id.eq(order_id));
+    match due {
+        Due::Expiry => on_backend!(conn, c => diesel::update(target)
+            .set(orders::expires_at.eq(at))
+            .execute(c))?,
+        Due::LateCheck => on_backend!(conn, c => diesel::update(target)
+            .set(orders::late_check_at.eq(at))
+            .execute(c))?,
+    };
+    Ok(())
 }

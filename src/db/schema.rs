@@ -105,6 +105,8 @@ diesel::table! {
         lease_owner -> Nullable<Text>,
         lease_until -> Nullable<Timestamp>,
         status_checked_at -> Nullable<Timestamp>,
+        late_check_at -> Nullable<Timestamp>,
+        late_checks -> Integer,
     }
 }
 

@@ -35,8 +35,8 @@ pub enum Instance {
     /// Notifications refused and a 1 s gateway timeout: the returnUrl path proves its rules
     /// alone, and a late reply is a timeout.
     Quiet,
-    /// Notifications refused, orders expire after 1 s: only the reconciler's status check can
-    /// settle an order.
+    /// Notifications refused, orders expire after 1 s, late payments refunded: only the
+    /// reconciler's status check can settle an order.
     Fallback,
 }
 
@@ -242,6 +242,8 @@ impl Env {
                 Instance::Fallback => {
                     vars.push(("WEBHOOK_ALLOWED_IPS", KICC_DEV_IP.to_owned()));
                     vars.push(("ORDER_EXPIRY_SECS", "1".to_owned()));
+                    // A payment after expiry is refunded here (kept on main, the default).
+                    vars.push(("LATE_PAYMENTS", "refund".to_owned()));
                 }
             }
             vars

@@ -7,6 +7,7 @@
 mod catalog;
 mod env;
 mod evidence;
+mod late;
 pub mod report;
 mod scenarios;
 

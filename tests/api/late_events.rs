@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use diesel::RunQueryDsl;
+
 use kicc_checkout::db::{gateway_calls, orders};
 use kicc_checkout::domain::{Order, OrderEvent, OrderStatus, ShopOrderNo};
 use serde_json::{Value, json};
@@ -179,6 +181,29 @@ both_backends! {
         // The shopper's page says the payment was refunded, and why.
         let page = app.get(&format!("/orders/{no}")).await.text().await.unwrap();
         assert!(page.contains("arrived after this order had expired"), "{page}");
+    }
+
+    async fn a_late_payment_whose_notification_never_arrives_is_found_by_the_reconciler(test_db) {
+        // KICC's notifications are refused here (only another address is allowed).
+        let app = app(test_db, "1", &[("WEBHOOK_ALLOWED_IPS", "203.233.72.66"), ("LATE_PAYMENTS", "refund")]).await;
+        let (no, pg_cno) = new_order(&app).await;
+        expire(&app, &no).await;
+        app.press_pay(&pg_cno).await;
+        for _ in 0..100 {
+            if kicc(&app, &pg_cno).await.0 == "TS01" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(kicc(&app, &pg_cno).await.0, "TS01", "the sandbox approved by itself");
+        assert_eq!(stored(&app, &no).status, OrderStatus::Expired);
+        // The order's late check comes due (minutes later, here brought forward).
+        diesel::sql_query(format!("UPDATE orders SET late_check_at = created_at WHERE id = {}", stored(&app, &no).id))
+            .execute(&mut *app.db.get().unwrap()).unwrap();
+        app.reconcile().await;
+        until(&app, &no, OrderStatus::Cancelled).await;
+        assert!(has_event(&app, &no, "late_refund_started"), "{:#?}", events(&app, &no));
+        assert_money_and_order_agree(&app, &no, &pg_cno).await;
     }
 
     async fn a_payment_for_a_failed_order_is_kept_or_refunded_never_only_noted(test_db) {

@@ -17,6 +17,7 @@ mod harness;
 mod kicc_client;
 mod late_events;
 mod migrations;
+mod money_property;
 mod reconciler;
 mod review;
 mod sandbox;

@@ -182,6 +182,41 @@ async fn skipping_the_amount_check_turns_its_row_fail() {
     assert!(report.to_html().contains("1 FAIL"));
 }
 
+/// The runner can fail on the late-payment rule too: with late payments only noted (the app
+/// before the rule), the two late-payment rows are FAIL and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignoring_late_payments_turns_their_rows_fail() {
+    kicc_checkout::faults::ignore_late_payments(true);
+    let report = review::run(&ReviewOptions::default(), |_| {})
+        .await
+        .expect("the review runs");
+    kicc_checkout::faults::ignore_late_payments(false);
+    let failed: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| !s.pass)
+        .map(|s| s.info.id)
+        .collect();
+    assert_eq!(
+        failed,
+        ["late_payment_accepted", "late_payment_refunded"],
+        "{}",
+        report.summary_table()
+    );
+    let accepted = report
+        .scenarios
+        .iter()
+        .find(|s| s.info.id == "late_payment_accepted")
+        .unwrap();
+    assert!(
+        accepted
+            .happened
+            .contains("order status: expired (expected paid)"),
+        "{}",
+        accepted.happened
+    );
+}
+
 /// `/review` exists in sandbox mode only: a live shop has no review page, report or run button.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_review_page_is_sandbox_only() {

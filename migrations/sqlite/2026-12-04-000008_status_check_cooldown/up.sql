@@ -2,3 +2,10 @@
 -- dashboard's re-check) last went to KICC for this order: such checks are single-flight per
 -- order with a cooldown, decided by the database so that it holds across instances.
 ALTER TABLE orders ADD COLUMN status_checked_at TIMESTAMP;
+-- When the reconciler asks KICC again about an order that expired or failed with a WeChat
+-- trade (its code URL stays valid for hours): a payment made after the order closed is found
+-- even if its notification never arrives, and is kept or refunded (LATE_PAYMENTS). `late_checks`
+-- counts the checks made; the schedule stretches and then stops.
+ALTER TABLE orders ADD COLUMN late_check_at TIMESTAMP;
+ALTER TABLE orders ADD COLUMN late_checks INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX orders_late_check ON orders (late_check_at) WHERE late_check_at IS NOT NULL;
