@@ -166,6 +166,11 @@ pub struct Config {
     /// `CHECKOUT_RATE_LIMIT` (default 30): checkouts (`POST /checkout`, `POST /api/orders`) one
     /// client address may start per minute, per instance.
     pub checkout_rate_limit: u32,
+    /// `METRICS_TOKEN` (DESIGN §12): when set, `/metrics` needs `Authorization: Bearer` it.
+    pub metrics_token: Option<SecretString>,
+    /// `REQUEST_BODY_TIMEOUT_SECS` (default 10): the longest a request body may take to arrive,
+    /// counted from its head; slower bodies get 408 (`web::slow_body`).
+    pub request_body_timeout: Duration,
 }
 
 /// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
@@ -336,6 +341,7 @@ impl Config {
                     "must be at least 8 characters",
                 ));
             }
+            Some(p) if !sandbox => (SecretString::from(live_admin_password(p)?), false),
             Some(p) => (SecretString::from(p), false),
             None if sandbox => (SecretString::from(generate_password()), true),
             None => {
@@ -402,6 +408,15 @@ impl Config {
                 })?,
         };
         let sandbox_settings = SandboxSettings::from_get(get)?;
+        if !sandbox {
+            live_base_url(public_base_url.as_deref(), bind_addr)?;
+        }
+        let metrics_token = get("METRICS_TOKEN")?.map(SecretString::from);
+        let request_body_timeout = Duration::from_secs(seconds(
+            "REQUEST_BODY_TIMEOUT_SECS",
+            get("REQUEST_BODY_TIMEOUT_SECS")?,
+            10,
+        )?);
 
         Ok(Config {
             database_url,
@@ -425,6 +440,8 @@ impl Config {
             sandbox: sandbox_settings,
             payment_page_origins,
             checkout_rate_limit,
+            metrics_token,
+            request_body_timeout,
         })
     }
 
@@ -434,7 +451,7 @@ impl Config {
 
     /// The effective configuration in one line for the startup log, each secret shown as `***`
     /// (`KICC_SECRET_KEY`, `KICCPAY_SECRET_KEY`, `KICCPAY_AES_KEY`, `KICCPAY_AES_IV`,
-    /// `ADMIN_PASSWORD`, and the password in `DATABASE_URL`). `base_url`: the effective
+    /// `ADMIN_PASSWORD`, `METRICS_TOKEN`, and the password in `DATABASE_URL`). `base_url`: the effective
     /// `PUBLIC_BASE_URL` (known once the listener is bound).
     pub fn summary(&self, base_url: &str) -> String {
         const MASKED: &str = "***";
@@ -509,6 +526,18 @@ impl Config {
             ),
             format!("CHECKOUT_RATE_LIMIT={}/min", self.checkout_rate_limit),
             format!(
+                "METRICS_TOKEN={}",
+                if self.metrics_token.is_some() {
+                    MASKED
+                } else {
+                    "(unset)"
+                }
+            ),
+            format!(
+                "REQUEST_BODY_TIMEOUT_SECS={}",
+                self.request_body_timeout.as_secs()
+            ),
+            format!(
                 "PAYMENT_PAGE_ORIGINS={}",
                 if payment_pages.is_empty() {
                     "(none)"
@@ -533,6 +562,66 @@ impl Config {
         self.admin_password_generated
             .then(|| self.admin_password.expose_secret())
     }
+}
+
+/// The most common passwords (the most frequent entries of a public-domain list of leaked
+/// passwords, and common ones of 12 characters or more), one a line, lower case.
+const COMMON_PASSWORDS: &str = include_str!("common-passwords.txt");
+
+/// Live mode's dashboard password: at least 12 characters and not a common password (compared
+/// without regard to case or surrounding spaces).
+fn live_admin_password(password: String) -> Result<String, ConfigError> {
+    const MIN: usize = 12;
+    if password.chars().count() < MIN {
+        return Err(ConfigError::new(
+            "ADMIN_PASSWORD",
+            format!("must be at least {MIN} characters in live mode (KICC_API_BASE set)"),
+        ));
+    }
+    let lower = password.to_lowercase();
+    if COMMON_PASSWORDS
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .any(|common| common == lower)
+    {
+        return Err(ConfigError::new(
+            "ADMIN_PASSWORD",
+            "is one of the most common passwords; choose another for live mode",
+        ));
+    }
+    Ok(password)
+}
+
+/// Live mode sends `returnUrl` and `notifyUrl` on `PUBLIC_BASE_URL` (or `http://BIND_ADDR`) and
+/// sets its cookies there: it must be https, except on a loopback host (a proxy on the same
+/// machine, tests).
+fn live_base_url(public_base_url: Option<&str>, bind_addr: SocketAddr) -> Result<(), ConfigError> {
+    let base = public_base_url.map_or_else(|| format!("http://{bind_addr}"), str::to_owned);
+    let Ok(url) = url::Url::parse(&base) else {
+        return Ok(()); // checked by `http_url` already
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if url.scheme() == "https" || loopback {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "PUBLIC_BASE_URL",
+        match public_base_url {
+            Some(v) => format!(
+                "`{v}` must be an https:// URL in live mode (KICC_API_BASE set); http:// is \
+                 allowed only on a loopback host"
+            ),
+            None => format!(
+                "is required in live mode (KICC_API_BASE set) when BIND_ADDR `{bind_addr}` is \
+                 not a loopback address: the https:// address shoppers and KICC reach"
+            ),
+        },
+    ))
 }
 
 /// An absolute http(s) URL, without a trailing slash.
@@ -749,6 +838,107 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.var, "KICCPAY_TID");
+    }
+
+    /// A live configuration with everything required but `extra`.
+    fn live(extra: &[(&'static str, &str)]) -> Result<Config, ConfigError> {
+        let mut vars = vec![
+            ("KICC_API_BASE", "https://testpgapi.easypay.co.kr"),
+            ("KICC_MALL_ID", "T5102001"),
+            ("KICC_SECRET_KEY", "k"),
+            ("ADMIN_PASSWORD", "correct horse"),
+        ];
+        vars.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        vars.extend_from_slice(extra);
+        config(&vars)
+    }
+
+    #[test]
+    fn live_mode_refuses_a_plain_http_public_base_url_except_on_loopback() {
+        for bad in ["http://shop.example.com", "http://203.0.113.5:8080"] {
+            let err = live(&[("PUBLIC_BASE_URL", bad)]).unwrap_err();
+            assert_eq!(err.var, "PUBLIC_BASE_URL", "{bad}");
+            assert!(err.to_string().contains("https://"), "{err}");
+        }
+        for good in [
+            "https://shop.example.com",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+        ] {
+            live(&[("PUBLIC_BASE_URL", good)]).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        // Unset: the base is http://BIND_ADDR, fine on loopback only.
+        live(&[("BIND_ADDR", "127.0.0.1:8080")]).unwrap();
+        let err = live(&[("BIND_ADDR", "0.0.0.0:8080")]).unwrap_err();
+        assert_eq!(err.var, "PUBLIC_BASE_URL");
+        live(&[
+            ("BIND_ADDR", "0.0.0.0:8080"),
+            ("PUBLIC_BASE_URL", "https://shop.example.com"),
+        ])
+        .unwrap();
+        // Sandbox mode keeps plain http anywhere.
+        config(&[("PUBLIC_BASE_URL", "http://192.168.1.20:8080")]).unwrap();
+    }
+
+    #[test]
+    fn live_mode_refuses_short_or_common_admin_passwords() {
+        for bad in [
+            "hunter2hunt",
+            "password",
+            "PASSWORD1234",
+            "qwerty123456",
+            " Administrator ",
+            "1q2w3e4r5t6y",
+            "winniethepooh",
+        ] {
+            let err = live(&[("ADMIN_PASSWORD", bad)]).unwrap_err();
+            assert_eq!(err.var, "ADMIN_PASSWORD", "{bad}");
+        }
+        let err = live(&[("ADMIN_PASSWORD", "abcdefghijk")]).unwrap_err();
+        assert!(err.to_string().contains("at least 12 characters"), "{err}");
+        let err = live(&[("ADMIN_PASSWORD", "Password1234")]).unwrap_err();
+        assert!(err.to_string().contains("common"), "{err}");
+        // Twelve characters counted as characters, not bytes.
+        live(&[("ADMIN_PASSWORD", "비밀번호는열두글자입니다")]).unwrap();
+        live(&[("ADMIN_PASSWORD", "correct horse")]).unwrap();
+        // Sandbox mode keeps its 8-character floor.
+        config(&[("ADMIN_PASSWORD", "password")]).unwrap();
+        // The list is lower case and has no blank line (a blank password is unset anyway).
+        for line in COMMON_PASSWORDS.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.is_empty() && line == line.to_lowercase(), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_metrics_token_and_the_body_timeout_are_read_and_the_token_never_prints() {
+        let c = config(&[]).unwrap();
+        assert!(c.metrics_token.is_none());
+        assert_eq!(c.request_body_timeout, Duration::from_secs(10));
+        assert!(
+            c.summary("http://127.0.0.1:8080")
+                .contains("METRICS_TOKEN=(unset)")
+        );
+        let c = config(&[
+            ("METRICS_TOKEN", "scrape-3f9a1c77e2"),
+            ("REQUEST_BODY_TIMEOUT_SECS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.metrics_token.as_ref().map(|t| t.expose_secret()),
+            Some("scrape-3f9a1c77e2")
+        );
+        assert_eq!(c.request_body_timeout, Duration::from_secs(2));
+        let summary = c.summary("http://127.0.0.1:8080");
+        assert!(summary.contains("METRICS_TOKEN=***"), "{summary}");
+        assert!(
+            !summary.contains("scrape-3f9a1c77e2")
+                && !format!("{c:?}").contains("scrape-3f9a1c77e2")
+        );
+        let err = config(&[("REQUEST_BODY_TIMEOUT_SECS", "0")]).unwrap_err();
+        assert_eq!(err.var, "REQUEST_BODY_TIMEOUT_SECS");
     }
 
     #[test]

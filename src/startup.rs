@@ -189,6 +189,10 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                // Innermost: a body slower than REQUEST_BODY_TIMEOUT_SECS becomes a 408 that
+                // the middlewares outside still see; private pages are never cached.
+                .wrap(from_fn(crate::web::slow_body::deadline))
+                .wrap(from_fn(crate::web::security::no_store))
                 .wrap(from_fn(crate::web::csrf::issue_cookie))
                 .wrap(from_fn(crate::web::metrics::track))
                 // Method, path (never the query string: a returnUrl GET carries authorizationId),

@@ -551,11 +551,24 @@ pub async fn orders_csv(
         .streaming(stream)
 }
 
-/// One CSV record (RFC 4180 quoting by the csv crate).
+/// One CSV record (RFC 4180 quoting by the csv crate), every cell made inert for spreadsheets.
 fn csv_line(fields: &[&str]) -> String {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(fields).expect("CSV to memory");
+    writer
+        .write_record(fields.iter().map(|f| csv_cell(f)))
+        .expect("CSV to memory");
     String::from_utf8(writer.into_inner().expect("CSV to memory")).expect("UTF-8 in, UTF-8 out")
+}
+
+/// A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab or CR first: a
+/// customer may call themselves `=HYPERLINK(…)`) gets a leading `'`, as OWASP advises for
+/// CSV injection. Our own cells (dates, codes, non-negative amounts) never start so.
+fn csv_cell(field: &str) -> std::borrow::Cow<'_, [u8]> {
+    if field.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{field}").into_bytes().into()
+    } else {
+        field.as_bytes().into()
+    }
 }
 
 pub struct TimelineItem {
@@ -827,4 +840,23 @@ pub async fn unmatched(
         },
         actix_web::http::StatusCode::OK,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_made_text() {
+        assert_eq!(
+            csv_line(&[
+                "=1+2", "+82", "-foo", "@SUM(A1)", "\tx", "\rx", "Kim", "a=b", "1200"
+            ]),
+            "'=1+2,'+82,'-foo,'@SUM(A1),'\tx,\"'\rx\",Kim,a=b,1200\n"
+        );
+        assert_eq!(
+            csv_line(&["=HYPERLINK(\"http://x\",\"y\")"]),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"\n"
+        );
+    }
 }

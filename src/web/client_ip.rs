@@ -1,5 +1,7 @@
 //! Who is calling: the peer address, or — only when the peer is one of `TRUSTED_PROXIES` — the
-//! address a proxy put in `X-Forwarded-For` (the rightmost one no trusted proxy added).
+//! address a proxy put in `X-Forwarded-For` (the rightmost one no trusted proxy added). Every
+//! `X-Forwarded-For` header line counts, joined in order (DESIGN §9): a proxy that appends its
+//! own line (HAProxy does) leaves a forged first line on the far left, where it is not believed.
 
 use std::net::IpAddr;
 
@@ -26,17 +28,28 @@ pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -
     client
 }
 
-/// The client of a request (see [`client_ip`]).
+/// The client of a request (see [`client_ip`]). The only reader of `X-Forwarded-For` in the app.
 pub fn of_request(req: &actix_web::HttpRequest, trusted: &[IpNet]) -> IpAddr {
     let peer = req
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    client_ip(peer, forwarded, trusted)
+    client_ip(peer, forwarded_for(req.headers()).as_deref(), trusted)
+}
+
+/// Every `X-Forwarded-For` line, joined with ", " in the order received (RFC 9110 §5.3: a
+/// repeated field is one list). A line that is not text reads as a hop that is no address, so
+/// the walk stops there rather than skipping it.
+fn forwarded_for(headers: &actix_web::http::header::HeaderMap) -> Option<String> {
+    let mut lines = headers
+        .get_all("x-forwarded-for")
+        .map(|v| v.to_str().unwrap_or("?"));
+    let first = lines.next()?;
+    Some(lines.fold(first.to_owned(), |mut all, line| {
+        all.push_str(", ");
+        all.push_str(line);
+        all
+    }))
 }
 
 /// Whether `ip` is in one of `allowed`.
@@ -78,6 +91,33 @@ mod tests {
         assert_eq!(client_ip(stranger, Some("203.233.72.66"), &[]), stranger);
         // Garbage stops the walk.
         assert_eq!(client_ip(proxy, Some("nonsense"), &trusted), proxy);
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts_and_a_forged_first_line_is_not_believed() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        // The client of a request from the proxy 10.0.0.5 with these header lines.
+        let client = |lines: &[&str]| {
+            let req = lines
+                .iter()
+                .fold(
+                    actix_web::test::TestRequest::default()
+                        .peer_addr("10.0.0.5:40000".parse().unwrap()),
+                    |req, line| req.append_header(("X-Forwarded-For", *line)),
+                )
+                .to_http_request();
+            of_request(&req, &trusted).to_string()
+        };
+        // The stranger wrote the first line; the proxy appended the peer it saw as its own line.
+        assert_eq!(client(&["203.233.72.66", "198.51.100.7"]), "198.51.100.7");
+        // Lines with several hops each, and a chained trusted proxy in the last line.
+        assert_eq!(
+            client(&["1.1.1.1, 203.233.72.66", "198.51.100.7, 10.0.0.9"]),
+            "198.51.100.7"
+        );
+        // One line: as before. No header: the proxy itself.
+        assert_eq!(client(&["203.233.72.66"]), "203.233.72.66");
+        assert_eq!(client(&[]), "10.0.0.5");
     }
 
     #[test]

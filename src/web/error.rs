@@ -41,6 +41,9 @@ pub enum WebError {
     /// Over the checkout rate limit: try again after this many seconds.
     #[error("too many requests (retry after {retry_after} s)")]
     TooManyRequests { retry_after: u64 },
+    /// The body did not arrive within `REQUEST_BODY_TIMEOUT_SECS` (`web::slow_body`).
+    #[error("the request body did not arrive within {seconds} s")]
+    RequestTimeout { seconds: u64 },
 }
 
 /// Form bodies (every shop and dashboard form, the sandbox's pages).
@@ -162,6 +165,13 @@ impl WebError {
                      charged by this. Please wait {retry_after} seconds and try again."
                 ),
             ),
+            WebError::RequestTimeout { seconds } => (
+                "That took too long",
+                format!(
+                    "Your browser did not finish sending the form within {seconds} seconds. \
+                     Nothing was changed. Please try again."
+                ),
+            ),
         }
     }
 }
@@ -178,6 +188,7 @@ impl ResponseError for WebError {
             WebError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WebError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            WebError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

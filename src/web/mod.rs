@@ -18,6 +18,7 @@ pub mod rate_limit;
 mod review;
 pub mod security;
 pub mod shop;
+pub mod slow_body;
 mod webhooks;
 
 use std::sync::Arc;

@@ -1,9 +1,13 @@
 //! Security headers on every response of the app (shop, dashboard, API, webhooks, static files,
 //! the mounted sandbox): Content-Security-Policy, nosniff, Referrer-Policy, frame denial, and
 //! HSTS when the shop is served over https. Built once at start, added by one `DefaultHeaders`
-//! middleware in `startup.rs`.
+//! middleware in `startup.rs`. And `Cache-Control: no-store` on the pages that show personal or
+//! order data (`no_store`), so no browser or shared cache keeps them.
 
-use actix_web::middleware::DefaultHeaders;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
+use actix_web::middleware::{DefaultHeaders, Next};
 
 use crate::config::{Config, GatewayMode, KiccPayWindow};
 
@@ -86,6 +90,35 @@ impl SecurityHeaders {
     }
 }
 
+/// Whether a path's answers show personal or order data: the dashboard (its sign-in page and
+/// the CSV export too), the shopper's order pages and QR images, the checkout (its form shown
+/// again with the customer's details, the QR page, the returnUrl), and the API's orders. Not the
+/// catalog, the cart or static files.
+pub fn is_private(path: &str) -> bool {
+    let under = |prefix: &str| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '.']))
+    };
+    under("/admin") || under("/orders") || under("/checkout") || under("/api/orders")
+}
+
+/// Middleware: `Cache-Control: no-store` on every answer of a private path (see
+/// [`is_private`]), whatever the handler said.
+pub async fn no_store(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let private = is_private(req.path());
+    let mut response = next.call(req).await?;
+    if private {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    Ok(response)
+}
+
 /// Whether the app is served over https (`PUBLIC_BASE_URL`): its cookies are then `Secure`.
 pub fn is_https(base_url: &str) -> bool {
     base_url.starts_with("https://")
@@ -107,6 +140,37 @@ mod tests {
             .map(str::trim)
             .find(|d| d.starts_with(name))
             .unwrap_or_else(|| panic!("{name} missing in {csp}"))
+    }
+
+    #[test]
+    fn pages_with_personal_or_order_data_are_private_and_the_shop_is_not() {
+        for private in [
+            "/admin",
+            "/admin/login",
+            "/admin/orders",
+            "/admin/orders.csv",
+            "/admin/orders/ORD-1",
+            "/orders/ORD-1",
+            "/orders/ORD-1/qr.svg",
+            "/checkout",
+            "/checkout/return",
+            "/api/orders",
+            "/api/orders/ORD-1",
+        ] {
+            assert!(is_private(private), "{private}");
+        }
+        for public in [
+            "/",
+            "/products/CERAMIC-MUG",
+            "/cart",
+            "/static/style.css",
+            "/api/products",
+            "/healthz",
+            "/administrator",
+            "/ordersfeed",
+        ] {
+            assert!(!is_private(public), "{public}");
+        }
     }
 
     #[test]

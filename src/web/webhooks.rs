@@ -65,7 +65,15 @@ pub async fn receive(
     let mut body = Vec::new();
     let mut too_large = false;
     while let Some(chunk) = payload.next().await {
-        let Ok(chunk) = chunk else { break };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            // Too slow: nothing is stored (the notification never arrived whole; KICC resends)
+            // and `slow_body` answers 408 with our 9408 ack.
+            Err(e) if super::slow_body::is_timeout(&e) => {
+                return HttpResponse::RequestTimeout().finish();
+            }
+            Err(_) => break,
+        };
         if body.len() + chunk.len() > MAX_BODY {
             body.extend_from_slice(&chunk[..MAX_BODY - body.len()]);
             too_large = true;

@@ -14,6 +14,7 @@ mod crash;
 mod group_commit;
 mod hardening;
 mod harness;
+mod hostile_web;
 mod kicc_client;
 mod late_events;
 mod migrations;
