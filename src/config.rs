@@ -163,6 +163,8 @@ pub struct Config {
     /// `CHECKOUT_RATE_LIMIT` (default 30): checkouts (`POST /checkout`, `POST /api/orders`) one
     /// client address may start per minute, per instance.
     pub checkout_rate_limit: u32,
+    /// `ADMIN_SESSION_IDLE_SECS` (default 1800): a dashboard session unused this long ends.
+    pub admin_session_idle: Duration,
 }
 
 /// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
@@ -389,6 +391,11 @@ impl Config {
                     )
                 })?,
         };
+        let admin_session_idle = Duration::from_secs(seconds(
+            "ADMIN_SESSION_IDLE_SECS",
+            get("ADMIN_SESSION_IDLE_SECS")?,
+            1800,
+        )?);
         let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
@@ -412,6 +419,7 @@ impl Config {
             sandbox: sandbox_settings,
             payment_page_origins,
             checkout_rate_limit,
+            admin_session_idle,
         })
     }
 
@@ -494,6 +502,10 @@ impl Config {
                 self.compensation_backoff.as_millis()
             ),
             format!("CHECKOUT_RATE_LIMIT={}/min", self.checkout_rate_limit),
+            format!(
+                "ADMIN_SESSION_IDLE_SECS={}",
+                self.admin_session_idle.as_secs()
+            ),
             format!(
                 "PAYMENT_PAGE_ORIGINS={}",
                 if payment_pages.is_empty() {
