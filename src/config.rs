@@ -171,6 +171,8 @@ pub struct Config {
     /// `REQUEST_BODY_TIMEOUT_SECS` (default 10): the longest a request body may take to arrive,
     /// counted from its head; slower bodies get 408 (`web::slow_body`).
     pub request_body_timeout: Duration,
+    /// `ADMIN_SESSION_IDLE_SECS` (default 1800): a dashboard session unused this long ends.
+    pub admin_session_idle: Duration,
 }
 
 /// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
@@ -407,6 +409,11 @@ impl Config {
                     )
                 })?,
         };
+        let admin_session_idle = Duration::from_secs(seconds(
+            "ADMIN_SESSION_IDLE_SECS",
+            get("ADMIN_SESSION_IDLE_SECS")?,
+            1800,
+        )?);
         let sandbox_settings = SandboxSettings::from_get(get)?;
         if !sandbox {
             live_base_url(public_base_url.as_deref(), bind_addr)?;
@@ -442,6 +449,7 @@ impl Config {
             checkout_rate_limit,
             metrics_token,
             request_body_timeout,
+            admin_session_idle,
         })
     }
 
@@ -536,6 +544,10 @@ impl Config {
             format!(
                 "REQUEST_BODY_TIMEOUT_SECS={}",
                 self.request_body_timeout.as_secs()
+            ),
+            format!(
+                "ADMIN_SESSION_IDLE_SECS={}",
+                self.admin_session_idle.as_secs()
             ),
             format!(
                 "PAYMENT_PAGE_ORIGINS={}",

@@ -146,6 +146,15 @@ impl Application {
         log::info!("configuration: {}", config.summary(&base_url));
 
         let cookie_key = load_cookie_key(&db).await?;
+        // Before anything is spawned: a database that fails here stops the start cleanly.
+        let admin = crate::web::admin_auth::AdminAuth::load(
+            &db,
+            &config.admin_user,
+            secrecy::ExposeSecret::expose_secret(&config.admin_password),
+            config.admin_session_idle,
+        )
+        .await
+        .map_err(StartupError::Database)?;
         // Sandbox mode: the sandbox gateway is mounted at /sandbox and reached, like KICC, over
         // HTTP at {base}/sandbox. Live mode never mounts it.
         let sandbox = config.is_sandbox().then(|| {
@@ -158,10 +167,6 @@ impl Application {
         checkout.spawn_recorder(std::time::Duration::from_secs(2));
         let reconciler = Arc::new(Reconciler::new(checkout.clone(), config.gateway_timeout));
         let worker = reconciler.spawn(config.reconcile_interval);
-        let admin = crate::web::admin_auth::AdminAuth::new(
-            &config.admin_user,
-            secrecy::ExposeSecret::expose_secret(&config.admin_password),
-        );
         let checkout_limit = crate::web::rate_limit::RateLimiter::new(
             config.checkout_rate_limit,
             std::time::Duration::from_secs(60),

@@ -16,6 +16,7 @@
 //! on every call to find the cached statement. The hot `UPDATE`s are fixed SQL (`fixed`).
 
 pub mod admin;
+pub mod admin_sessions;
 pub mod app_keys;
 pub mod claims;
 pub mod compensations;

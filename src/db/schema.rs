@@ -152,6 +152,7 @@ diesel::joinable!(order_items -> products (sku));
 diesel::joinable!(webhook_deliveries -> orders (order_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    admin_sessions,
     app_keys,
     compensations,
     gateway_calls,
@@ -167,5 +168,16 @@ diesel::table! {
         name -> Text,
         value -> Text,
         created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    admin_sessions (id_hash) {
+        id_hash -> Text,
+        user_name -> Text,
+        csrf -> Text,
+        credential -> Text,
+        created_at -> Timestamp,
+        last_seen_at -> Timestamp,
     }
 }

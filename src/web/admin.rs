@@ -9,7 +9,7 @@ use chrono::{NaiveDate, NaiveDateTime, TimeDelta};
 use serde::Deserialize;
 
 use super::AppState;
-use super::admin_auth::{self, Session};
+use super::admin_auth::{self, Session, SignInRefused};
 use super::client_ip;
 use super::error::WebError;
 use crate::checkout::MerchantError;
@@ -24,8 +24,14 @@ fn see_other(location: impl Into<String>) -> HttpResponse {
 }
 
 /// The session, or the answer for a request without one: sign-in for pages, 403 for actions.
-fn require(req: &HttpRequest, state: &AppState) -> Result<Session, Box<HttpResponse>> {
-    match admin_auth::session(req, &state.cookie_key) {
+/// The cookie alone is not enough: its session's row must exist and still be valid.
+async fn require(req: &HttpRequest, state: &AppState) -> Result<Session, Box<HttpResponse>> {
+    let session = state
+        .admin
+        .session(req, &state.cookie_key, &state.db)
+        .await
+        .map_err(|e| Box::new(actix_web::ResponseError::error_response(&WebError::from(e))))?;
+    match session {
         Some(session) => Ok(session),
         None if req.method() == actix_web::http::Method::GET => {
             let next = url::form_urlencoded::byte_serialize(req.uri().to_string().as_bytes())
@@ -47,12 +53,12 @@ fn forbidden(state: &AppState, message: &str) -> HttpResponse {
 }
 
 /// A dashboard action: signed in, and the form's CSRF token is the session's.
-fn authorized_post(
+async fn authorized_post(
     req: &HttpRequest,
     state: &AppState,
     token: &str,
 ) -> Result<Session, Box<HttpResponse>> {
-    let session = require(req, state)?;
+    let session = require(req, state).await?;
     check_csrf(state, &session, token)?;
     Ok(session)
 }
@@ -169,30 +175,41 @@ pub async fn login(
         );
     }
     let ip = client_ip::of_request(&req, &state.config.trusted_proxies);
-    if !state.admin.allowed(ip) {
-        log::warn!("admin sign-in from {ip}: too many failures");
-        return login_page(
-            &state,
-            next,
-            Some("Too many failed attempts. Wait 15 minutes.".into()),
-            actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-        );
+    match state.admin.sign_in(ip, &form.user, &form.password).await {
+        Ok(()) => {}
+        Err(SignInRefused::TooManyAttempts { wait }) => {
+            log::warn!("admin sign-in from {ip}: too many attempts");
+            let minutes = wait.as_secs().div_ceil(60).max(1);
+            return login_page(
+                &state,
+                next,
+                Some(format!(
+                    "Too many failed attempts. Wait {minutes} minute{}.",
+                    if minutes == 1 { "" } else { "s" }
+                )),
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
+        Err(SignInRefused::WrongCredentials) => {
+            log::warn!("admin sign-in from {ip}: wrong user or password");
+            return login_page(
+                &state,
+                next,
+                Some("Wrong user or password.".into()),
+                actix_web::http::StatusCode::UNAUTHORIZED,
+            );
+        }
     }
-    if !state.admin.verify(ip, &form.user, &form.password) {
-        log::warn!("admin sign-in from {ip}: wrong user or password");
-        return login_page(
-            &state,
-            next,
-            Some("Wrong user or password.".into()),
-            actix_web::http::StatusCode::UNAUTHORIZED,
-        );
-    }
+    let cookie = match state
+        .admin
+        .open_session(&state.db, &state.cookie_key, &form.user, state.https())
+        .await
+    {
+        Ok(cookie) => cookie,
+        Err(e) => return actix_web::ResponseError::error_response(&WebError::from(e)),
+    };
     let mut response = see_other(next);
-    let _ = response.add_cookie(&admin_auth::session_cookie(
-        &state.cookie_key,
-        &form.user,
-        state.https(),
-    ));
+    let _ = response.add_cookie(&cookie);
     let _ = response.add_removal_cookie(&admin_auth::removal(admin_auth::LOGIN_COOKIE));
     response
 }
@@ -208,8 +225,16 @@ pub async fn logout(
     req: HttpRequest,
     form: web::Form<CsrfForm>,
 ) -> HttpResponse {
-    if let Err(r) = authorized_post(&req, &state, &form.csrf) {
+    if let Err(r) = authorized_post(&req, &state, &form.csrf).await {
         return *r;
+    }
+    // The row goes: a copy of the cookie (another tab, a stolen one) opens nothing after this.
+    if let Err(e) = state
+        .admin
+        .end_session(&req, &state.cookie_key, &state.db)
+        .await
+    {
+        return actix_web::ResponseError::error_response(&WebError::from(e));
     }
     let mut response = see_other("/admin/login");
     let _ = response.add_removal_cookie(&admin_auth::removal(admin_auth::SESSION_COOKIE));
@@ -307,7 +332,7 @@ fn chart(days: &[admin::DailyTotal], since: NaiveDate) -> String {
 }
 
 pub async fn home(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, WebError> {
-    let session = match require(&req, &state) {
+    let session = match require(&req, &state).await {
         Ok(s) => s,
         Err(r) => return Ok(*r),
     };
@@ -453,7 +478,7 @@ pub async fn orders(
     req: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, WebError> {
-    let session = match require(&req, &state) {
+    let session = match require(&req, &state).await {
         Ok(s) => s,
         Err(r) => return Ok(*r),
     };
@@ -484,7 +509,7 @@ pub async fn orders_csv(
     req: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> HttpResponse {
-    if let Err(r) = require(&req, &state) {
+    if let Err(r) = require(&req, &state).await {
         return *r;
     }
     let filter = query.filter();
@@ -606,7 +631,7 @@ pub async fn order(
     no: web::Path<String>,
     query: web::Query<FlashQuery>,
 ) -> Result<HttpResponse, WebError> {
-    let session = match require(&req, &state) {
+    let session = match require(&req, &state).await {
         Ok(s) => s,
         Err(r) => return Ok(*r),
     };
@@ -774,7 +799,7 @@ pub async fn cancel(
     no: web::Path<String>,
     form: web::Form<CancelForm>,
 ) -> Result<HttpResponse, WebError> {
-    if let Err(r) = authorized_post(&req, &state, &form.csrf) {
+    if let Err(r) = authorized_post(&req, &state, &form.csrf).await {
         return Ok(*r);
     }
     let order = super::checkout::load_order(&state, &no).await?;
@@ -802,7 +827,7 @@ pub async fn sync(
     no: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, WebError> {
-    if let Err(r) = authorized_post(&req, &state, &form.csrf) {
+    if let Err(r) = authorized_post(&req, &state, &form.csrf).await {
         return Ok(*r);
     }
     let order = super::checkout::load_order(&state, &no).await?;
@@ -825,7 +850,7 @@ pub async fn unmatched(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, WebError> {
-    let session = match require(&req, &state) {
+    let session = match require(&req, &state).await {
         Ok(s) => s,
         Err(r) => return Ok(*r),
     };

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod admin;
+mod admin_sessions;
 mod browser;
 mod cart;
 mod checkout;
