@@ -105,6 +105,8 @@ struct NewOrderRow<'a> {
     customer_addr: &'a str,
     trade_type: Option<&'a str>,
     idempotency_key: Option<&'a str>,
+    idempotency_scope: Option<&'a str>,
+    request_hash: Option<&'a str>,
     expires_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
@@ -132,6 +134,18 @@ struct NewOrderEventRow<'a> {
     created_at: NaiveDateTime,
 }
 
+/// An idempotency key as stored beside its order: unique per scope (the client), with the hash
+/// of the request that first used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The client: `ip:ADDRESS` (JSON API) or `browser:HASH` (the shop's form).
+    pub scope: String,
+    /// The client's own key (at most 64 characters).
+    pub key: String,
+    /// SHA-256 (hex) of the canonical request (`checkout::OrderRequest::request_hash`).
+    pub request_hash: String,
+}
+
 /// An order to create: every field already parsed, the amount equal to the sum of its lines.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -141,8 +155,9 @@ pub struct NewOrder {
     pub goods_name: GoodsName,
     pub customer: Customer,
     pub lines: Vec<OrderLine>,
-    /// A key from the checkout form: a second submit of the same form finds the first order.
-    pub idempotency_key: Option<String>,
+    /// A client's key (the checkout form's, or an API client's): a second request of the same
+    /// client with the same key and body finds the first order.
+    pub idempotency_key: Option<Idempotency>,
     pub expires_at: Option<NaiveDateTime>,
 }
 
@@ -191,7 +206,12 @@ pub fn insert_in_tx(
         customer_contact_no: new.customer.contact_no.as_str(),
         customer_addr: new.customer.addr.as_str(),
         trade_type: new.trade_type.map(TradeType::as_str),
-        idempotency_key: new.idempotency_key.as_deref(),
+        idempotency_key: new.idempotency_key.as_ref().map(|k| k.key.as_str()),
+        idempotency_scope: new.idempotency_key.as_ref().map(|k| k.scope.as_str()),
+        request_hash: new
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.request_hash.as_str()),
         expires_at: new.expires_at,
         created_at: at,
         updated_at: at,
@@ -247,16 +267,21 @@ pub fn find_by_shop_order_no(
     .transpose()
 }
 
+/// The order a client (`scope`) placed with `key`, and the hash of the request that placed it
+/// (`None` only for keys stored before requests were hashed). Another client's key finds
+/// nothing.
 pub fn find_by_idempotency_key(
     conn: &mut AnyConnection,
+    scope: &str,
     key: &str,
-) -> Result<Option<Order>, DbError> {
+) -> Result<Option<(Order, Option<String>)>, DbError> {
     on_backend!(conn, c => orders::table
+        .filter(orders::idempotency_scope.eq(scope))
         .filter(orders::idempotency_key.eq(key))
-        .select(OrderRow::as_select())
-        .get_result(c)
+        .select((OrderRow::as_select(), orders::request_hash))
+        .get_result::<(OrderRow, Option<String>)>(c)
         .optional())?
-    .map(Order::try_from)
+    .map(|(row, hash)| Ok((Order::try_from(row)?, hash)))
     .transpose()
 }
 

@@ -98,6 +98,8 @@ diesel::table! {
         transaction_date -> Nullable<Text>,
         kicc_status_code -> Nullable<Text>,
         idempotency_key -> Nullable<Text>,
+        idempotency_scope -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
         expires_at -> Nullable<Timestamp>,
         paid_at -> Nullable<Timestamp>,
         created_at -> Timestamp,

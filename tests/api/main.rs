@@ -14,6 +14,7 @@ mod crash;
 mod group_commit;
 mod hardening;
 mod harness;
+mod idempotency;
 mod kicc_client;
 mod migrations;
 mod reconciler;
