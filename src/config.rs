@@ -163,6 +163,9 @@ pub struct Config {
     /// `CHECKOUT_RATE_LIMIT` (default 30): checkouts (`POST /checkout`, `POST /api/orders`) one
     /// client address may start per minute, per instance.
     pub checkout_rate_limit: u32,
+    /// `WEBHOOK_REFUSED_RETENTION_DAYS` (default 30): refused and rejected webhook deliveries
+    /// older than this are deleted (`db::webhook_deliveries::purge_refused`).
+    pub webhook_refused_retention: Duration,
 }
 
 /// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
@@ -389,6 +392,15 @@ impl Config {
                     )
                 })?,
         };
+        let webhook_refused_retention = Duration::from_secs(
+            whole(
+                "WEBHOOK_REFUSED_RETENTION_DAYS",
+                get("WEBHOOK_REFUSED_RETENTION_DAYS")?,
+                30,
+                1..=36_500,
+                "days",
+            )? * 86_400,
+        );
         let sandbox_settings = SandboxSettings::from_get(get)?;
 
         Ok(Config {
@@ -412,6 +424,7 @@ impl Config {
             sandbox: sandbox_settings,
             payment_page_origins,
             checkout_rate_limit,
+            webhook_refused_retention,
         })
     }
 
@@ -494,6 +507,10 @@ impl Config {
                 self.compensation_backoff.as_millis()
             ),
             format!("CHECKOUT_RATE_LIMIT={}/min", self.checkout_rate_limit),
+            format!(
+                "WEBHOOK_REFUSED_RETENTION_DAYS={}",
+                self.webhook_refused_retention.as_secs() / 86_400
+            ),
             format!(
                 "PAYMENT_PAGE_ORIGINS={}",
                 if payment_pages.is_empty() {
@@ -603,6 +620,17 @@ fn milliseconds(
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
+    whole(var, value, default, range, "milliseconds")
+}
+
+/// A whole number of `unit`s in `range`, or `default` when unset.
+fn whole(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, ConfigError> {
     match value {
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
@@ -610,7 +638,7 @@ fn milliseconds(
             _ => Err(ConfigError::new(
                 var,
                 format!(
-                    "`{v}` is not a number of milliseconds from {} to {}",
+                    "`{v}` is not a number of {unit} from {} to {}",
                     range.start(),
                     range.end()
                 ),
@@ -675,6 +703,10 @@ mod tests {
         assert_eq!(c.sandbox.auto_approve, Some(Duration::from_millis(10_000)));
         assert_eq!(c.admin_user, "admin");
         assert_eq!(c.checkout_rate_limit, 30);
+        assert_eq!(
+            c.webhook_refused_retention,
+            Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(c.generated_admin_password().map(str::len), Some(20));
         assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
         let allowed: Vec<String> = c
@@ -768,6 +800,8 @@ mod tests {
             ("PAYMENT_PAGE_ORIGINS", "javascript:alert(1)"),
             ("CHECKOUT_RATE_LIMIT", "0"),
             ("CHECKOUT_RATE_LIMIT", "many"),
+            ("WEBHOOK_REFUSED_RETENTION_DAYS", "0"),
+            ("WEBHOOK_REFUSED_RETENTION_DAYS", "a month"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

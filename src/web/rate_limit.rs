@@ -56,6 +56,28 @@ impl RateLimiter {
     /// Counts one request against `ip`.
     pub fn count(&self, ip: IpAddr) {
         let mut counts = self.counts();
+        let (count, _) = self.window_of(&mut counts, ip);
+        *count = count.saturating_add(1);
+    }
+
+    /// [`check`](Self::check), and when allowed [`count`](Self::count), as one step under one
+    /// lock: requests arriving together cannot all pass on the same last unit.
+    pub fn take(&self, ip: IpAddr) -> Result<(), Duration> {
+        let mut counts = self.counts();
+        let (count, since) = self.window_of(&mut counts, ip);
+        if *count >= self.max {
+            return Err(self.window.saturating_sub(since.elapsed()));
+        }
+        *count += 1;
+        Ok(())
+    }
+
+    /// `ip`'s count and window start, the window new when the last one ended.
+    fn window_of<'a>(
+        &self,
+        counts: &'a mut HashMap<IpAddr, (u32, Instant)>,
+        ip: IpAddr,
+    ) -> (&'a mut u32, &'a mut Instant) {
         if counts.len() > PRUNE_ABOVE {
             let window = self.window;
             counts.retain(|_, (_, since)| since.elapsed() < window);
@@ -64,14 +86,7 @@ impl RateLimiter {
         if entry.1.elapsed() >= self.window {
             *entry = (0, Instant::now());
         }
-        entry.0 = entry.0.saturating_add(1);
-    }
-
-    /// [`check`](Self::check), and when allowed [`count`](Self::count), as one step.
-    pub fn take(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check(ip)?;
-        self.count(ip);
-        Ok(())
+        (&mut entry.0, &mut entry.1)
     }
 
     /// Forgets `ip` (a successful sign-in clears its failures).

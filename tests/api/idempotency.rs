@@ -1,9 +1,11 @@
 //! Issue 21 over real HTTP on both databases: an idempotency key belongs to the client that
 //! sent it (its address for the JSON API, its browser for the shop's form) and to the request
-//! it first came with; orders have a bounded number of lines.
+//! it first came with; orders have a bounded number of lines; refused webhook deliveries are
+//! stored cut, limited per source, and purged after their retention.
 
 use diesel::prelude::*;
-use kicc_checkout::db::schema::orders;
+use kicc_checkout::db::schema::{orders, webhook_deliveries};
+use kicc_checkout::db::webhook_deliveries::{Answered, NewDelivery, insert_answered};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, hidden_field};
@@ -223,5 +225,120 @@ both_backends! {
         let fifty = send(lines(kicc_checkout::checkout::MAX_ORDER_LINES)).await.unwrap();
         assert_eq!(fifty.status(), 201);
         assert_eq!(fifty.json::<Value>().await.unwrap()["amount"], 50_000);
+    }
+}
+
+// Refused webhook deliveries.
+
+fn deliveries(app: &TestApp) -> Vec<kicc_checkout::db::webhook_deliveries::Delivery> {
+    let mut conn = app.db.get().unwrap();
+    kicc_checkout::db::webhook_deliveries::all(&mut conn).unwrap()
+}
+
+/// A notification-shaped body of about `size` bytes (a padding field).
+fn padded_notification(size: usize) -> String {
+    json!({"resCd": "0000", "resMsg": "ok", "mallId": "T5102001", "pgCno": "21000000000001",
+           "shopOrderNo": "X", "amount": 1000, "padding": "A".repeat(size)})
+    .to_string()
+}
+
+both_backends! {
+    async fn refused_webhook_posts_are_stored_cut_and_at_most_20_a_minute_per_source(test_db) {
+        let app = TestApp::spawn_with(test_db, &[
+            ("WEBHOOK_ALLOWED_IPS", "203.233.72.66"),
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ]).await;
+        let post = |source: &'static str, size: usize| {
+            app.client.post(format!("{}/webhooks/kicc/payment", app.address))
+                .header("x-forwarded-for", source)
+                .header("content-type", "application/json")
+                .header("x-padding", "B".repeat(4096))
+                .body(padded_notification(size))
+                .send()
+        };
+        // 200 posts from one source, 60 to 80 KiB each (some over the 64 KiB body limit).
+        let mut answers = Vec::new();
+        for round in 0..20 {
+            let posts: Vec<_> = (0..10).map(|i| post("198.51.100.7", 60 * 1024 + (round * 10 + i) % 2 * 20 * 1024)).collect();
+            for response in futures_util::future::join_all(posts).await {
+                let response = response.unwrap();
+                answers.push((response.status().as_u16(), response.text().await.unwrap()));
+            }
+        }
+        let stored = deliveries(&app);
+        assert_eq!(stored.len(), 20, "at most 20 a minute from one source");
+        // Every one refused with the same KICC-shaped answer, stored or not.
+        for (status, body) in &answers {
+            assert_eq!(*status, 403);
+            assert_eq!(body, &answers[0].1);
+        }
+        let ack: Value = serde_json::from_str(&answers[0].1).unwrap();
+        assert_eq!(ack["resCd"], "9403");
+        let keep = 2048;
+        for d in &stored {
+            assert_eq!(d.outcome.as_deref(), Some("refused"));
+            assert!(d.body.len() <= keep && d.body.contains("[truncated:"), "{} bytes", d.body.len());
+            assert!(d.headers.len() <= keep, "{} bytes of headers", d.headers.len());
+            let headers: Value = serde_json::from_str(&d.headers).expect("stored headers are JSON");
+            assert!(headers["(truncated)"].as_str().unwrap().contains("bytes of headers received"), "{headers}");
+            assert_eq!(headers["content-type"], "application/json");
+        }
+        // Another source has its own budget.
+        assert_eq!(post("198.51.100.8", 100).await.unwrap().status(), 403);
+        assert_eq!(deliveries(&app).len(), 21);
+        // The ones not stored are counted.
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        assert!(metrics.contains("webhook_refused_unstored_total 180"), "{metrics}");
+        // A small refused body is kept whole.
+        let small = deliveries(&app).pop().unwrap();
+        assert_eq!(small.body, padded_notification(100));
+    }
+
+    async fn refused_and_rejected_deliveries_are_purged_after_their_retention_and_accepted_ones_kept(test_db) {
+        let db = test_db.connect(2);
+        let old = kicc_checkout::db::now() - chrono::TimeDelta::days(31);
+        let recent = kicc_checkout::db::now() - chrono::TimeDelta::days(29);
+        {
+            let mut conn = db.get().unwrap();
+            let new = NewDelivery { kind: "payment", route: "/webhooks/kicc/payment", source_ip: "198.51.100.7",
+                headers: "{}", body: "{}", dedupe_key: None, pg_cno: None, shop_order_no: None };
+            conn.transaction(|conn| {
+                let mut insert = |outcome: &str, at: chrono::NaiveDateTime| {
+                    let id = insert_answered(conn, &new,
+                        Answered { outcome, ack_res_cd: "9403", ack_body: "{}" }).unwrap();
+                    diesel::update(webhook_deliveries::table.filter(webhook_deliveries::id.eq(id)))
+                        .set(webhook_deliveries::received_at.eq(at)).execute(conn).unwrap();
+                };
+                for (outcome, at) in [("refused", old), ("rejected", old), ("refused", recent), ("accepted", old),
+                                      ("duplicate", old), ("unmatched", old), ("applied", old)] {
+                    insert(outcome, at);
+                }
+                // Many old refused rows: the purge deletes them batch by batch.
+                for _ in 0..1200 {
+                    insert("refused", old);
+                }
+                diesel::QueryResult::Ok(())
+            }).unwrap();
+        }
+        let outcomes = |db: &kicc_checkout::db::Db| -> Vec<String> {
+            let mut conn = db.get().unwrap();
+            let mut all: Vec<String> = webhook_deliveries::table.select(webhook_deliveries::outcome)
+                .load::<Option<String>>(&mut *conn).unwrap().into_iter().flatten().collect();
+            all.sort();
+            all
+        };
+        let deleted = kicc_checkout::startup::purge_refused_deliveries(&db, std::time::Duration::from_secs(30 * 86_400)).await.unwrap();
+        assert_eq!(deleted, 1202);
+        assert_eq!(outcomes(&db), ["accepted", "applied", "duplicate", "refused", "unmatched"]);
+        // The app purges at start with WEBHOOK_REFUSED_RETENTION_DAYS (then every hour).
+        drop(db);
+        let app = TestApp::spawn_with(test_db, &[("WEBHOOK_REFUSED_RETENTION_DAYS", "7")]).await;
+        for _ in 0..100 {
+            if !outcomes(&app.db).contains(&"refused".to_owned()) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(outcomes(&app.db), ["accepted", "applied", "duplicate", "unmatched"]);
     }
 }
