@@ -173,6 +173,9 @@ pub struct Config {
     pub request_body_timeout: Duration,
     /// `ADMIN_SESSION_IDLE_SECS` (default 1800): a dashboard session unused this long ends.
     pub admin_session_idle: Duration,
+    /// `WEBHOOK_REFUSED_RETENTION_DAYS` (default 30): refused and rejected webhook deliveries
+    /// older than this are deleted (`db::webhook_deliveries::purge_refused`).
+    pub webhook_refused_retention: Duration,
 }
 
 /// The origins of KICC's payment pages (the mweb `paymentPageUrl`), which KICC chooses.
@@ -414,6 +417,15 @@ impl Config {
             get("ADMIN_SESSION_IDLE_SECS")?,
             1800,
         )?);
+        let webhook_refused_retention = Duration::from_secs(
+            whole(
+                "WEBHOOK_REFUSED_RETENTION_DAYS",
+                get("WEBHOOK_REFUSED_RETENTION_DAYS")?,
+                30,
+                1..=36_500,
+                "days",
+            )? * 86_400,
+        );
         let sandbox_settings = SandboxSettings::from_get(get)?;
         if !sandbox {
             live_base_url(public_base_url.as_deref(), bind_addr)?;
@@ -450,6 +462,7 @@ impl Config {
             metrics_token,
             request_body_timeout,
             admin_session_idle,
+            webhook_refused_retention,
         })
     }
 
@@ -548,6 +561,10 @@ impl Config {
             format!(
                 "ADMIN_SESSION_IDLE_SECS={}",
                 self.admin_session_idle.as_secs()
+            ),
+            format!(
+                "WEBHOOK_REFUSED_RETENTION_DAYS={}",
+                self.webhook_refused_retention.as_secs() / 86_400
             ),
             format!(
                 "PAYMENT_PAGE_ORIGINS={}",
@@ -718,6 +735,17 @@ fn milliseconds(
     default: u64,
     range: std::ops::RangeInclusive<u64>,
 ) -> Result<u64, ConfigError> {
+    whole(var, value, default, range, "milliseconds")
+}
+
+/// A whole number of `unit`s in `range`, or `default` when unset.
+fn whole(
+    var: &'static str,
+    value: Option<String>,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, ConfigError> {
     match value {
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
@@ -725,7 +753,7 @@ fn milliseconds(
             _ => Err(ConfigError::new(
                 var,
                 format!(
-                    "`{v}` is not a number of milliseconds from {} to {}",
+                    "`{v}` is not a number of {unit} from {} to {}",
                     range.start(),
                     range.end()
                 ),
@@ -790,6 +818,10 @@ mod tests {
         assert_eq!(c.sandbox.auto_approve, Some(Duration::from_millis(10_000)));
         assert_eq!(c.admin_user, "admin");
         assert_eq!(c.checkout_rate_limit, 30);
+        assert_eq!(
+            c.webhook_refused_retention,
+            Duration::from_secs(30 * 86_400)
+        );
         assert_eq!(c.generated_admin_password().map(str::len), Some(20));
         assert_eq!(c.kiccpay.window, KiccPayWindow::Sandbox);
         let allowed: Vec<String> = c
@@ -984,6 +1016,8 @@ mod tests {
             ("PAYMENT_PAGE_ORIGINS", "javascript:alert(1)"),
             ("CHECKOUT_RATE_LIMIT", "0"),
             ("CHECKOUT_RATE_LIMIT", "many"),
+            ("WEBHOOK_REFUSED_RETENTION_DAYS", "0"),
+            ("WEBHOOK_REFUSED_RETENTION_DAYS", "a month"),
         ];
         for (var, value) in cases {
             let err = config(&[(var, value)]).unwrap_err();

@@ -82,6 +82,55 @@ pub struct Application {
     sandbox: Option<web::Data<SandboxState>>,
     reconciler: Arc<Reconciler>,
     worker: tokio::task::JoinHandle<()>,
+    /// Deletes refused webhook deliveries past their retention ([`spawn_refused_purge`]).
+    purge: tokio::task::JoinHandle<()>,
+}
+
+/// How often refused webhook deliveries past `WEBHOOK_REFUSED_RETENTION_DAYS` are deleted.
+pub const REFUSED_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Rows deleted per write transaction by the purge (each commit holds the write lock briefly).
+const PURGE_BATCH: i64 = 1000;
+
+/// Deletes the refused and rejected webhook deliveries received more than `retention` ago
+/// (`db::webhook_deliveries::purge_refused`), a batch per write transaction, and returns how
+/// many. Every instance on a database may run it: a row deleted twice is deleted once.
+pub async fn purge_refused_deliveries(
+    db: &Db,
+    retention: std::time::Duration,
+) -> Result<usize, DbError> {
+    let retention = chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+    let before = crate::db::now()
+        .checked_sub_signed(retention)
+        .unwrap_or(chrono::NaiveDateTime::MIN);
+    let mut deleted = 0;
+    loop {
+        let batch = db
+            .write(move |conn| {
+                crate::db::webhook_deliveries::purge_refused(conn, before, PURGE_BATCH)
+            })
+            .await?;
+        deleted += batch;
+        if batch < usize::try_from(PURGE_BATCH).unwrap_or(usize::MAX) {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Runs [`purge_refused_deliveries`] at start and then every [`REFUSED_PURGE_INTERVAL`].
+fn spawn_refused_purge(db: Db, retention: std::time::Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(REFUSED_PURGE_INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match purge_refused_deliveries(&db, retention).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("deleted {n} refused webhook deliveries past their retention"),
+                Err(e) => log::warn!("refused webhook deliveries not purged: {e}"),
+            }
+        }
+    })
 }
 
 /// The KICC client and the checkout service over an open database. `base_url` is the app's
@@ -172,6 +221,7 @@ impl Application {
             std::time::Duration::from_secs(60),
         );
         let metrics = Arc::new(Metrics::new(db.group_stats()));
+        let purge = spawn_refused_purge(db.clone(), config.webhook_refused_retention);
         let state = web::Data::new(AppState {
             admin,
             checkout_limit,
@@ -182,6 +232,7 @@ impl Application {
             review: Default::default(),
             catalog_page: crate::web::shop::PageCache::new(std::time::Duration::from_secs(2)),
             qr: Default::default(),
+            refused_webhooks: Default::default(),
             db,
             config: Arc::new(config),
             metrics,
@@ -229,6 +280,7 @@ impl Application {
             sandbox,
             reconciler,
             worker,
+            purge,
         })
     }
 
@@ -260,6 +312,7 @@ impl Application {
         // SIGTERM/SIGINT: the server has drained its requests; the reconciler takes no new work
         // and finishes the item in hand (bounded).
         self.reconciler.stop();
+        self.purge.abort();
         if tokio::time::timeout(std::time::Duration::from_secs(30), self.worker)
             .await
             .is_err()

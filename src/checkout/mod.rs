@@ -16,6 +16,7 @@ pub use approval::{ReturnOutcome, ReturnParams};
 pub use compensate::RetryPolicy;
 pub use merchant::MerchantError;
 pub use place::{CheckoutError, Device, NextStep, OrderRequest, Placed, guest_customer_id};
+pub use place::{IdempotencyKey, MAX_ORDER_LINES};
 
 use crate::db::Db;
 use crate::domain::LatePayments;

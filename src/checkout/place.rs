@@ -63,8 +63,77 @@ pub struct OrderRequest {
     pub pay_method: PayMethod,
     pub device: Device,
     pub customer: Customer,
-    /// The checkout form's one-time key: a second submit finds the first order.
-    pub idempotency_key: Option<String>,
+    /// The client's key: a second request of the same client with the same key and the same
+    /// body finds the first order; with another body it is refused.
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// Most lines one order may have (each line's quantity is 1 to 99).
+pub const MAX_ORDER_LINES: usize = 50;
+
+impl OrderRequest {
+    /// SHA-256 (hex) of the request in one canonical form: its lines sorted, then currency, pay
+    /// method, device and customer. Two requests hash alike exactly when they ask for the same
+    /// order; the key's stored hash tells a retry from a different request under the same key.
+    pub fn request_hash(&self) -> String {
+        let mut items: Vec<(&str, u32)> = self
+            .items
+            .iter()
+            .map(|(sku, q)| (sku.as_str(), *q))
+            .collect();
+        items.sort_unstable();
+        let c = &self.customer;
+        let canonical = serde_json::json!([
+            "order-request/1",
+            items,
+            self.currency.code(),
+            self.pay_method.as_str(),
+            match self.device {
+                Device::Pc => "pc",
+                Device::Mobile => "mobile",
+            },
+            [
+                c.id.as_str(),
+                c.name.as_str(),
+                c.mail.as_str(),
+                c.contact_no.as_str(),
+                c.addr.as_str(),
+            ],
+        ]);
+        hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+    }
+}
+
+/// An idempotency key and the client it belongs to. There are no API keys yet, so a client is
+/// what the request shows: its address for the JSON API, its browser for the shop's form. A
+/// key is looked up only within its client's scope: another client's key finds nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// Who: `ip:ADDRESS` or `browser:HASH` ([`crate::db::orders::Idempotency::scope`]).
+    pub scope: String,
+    pub key: String,
+}
+
+impl IdempotencyKey {
+    /// A JSON API client's key: the client is its address (`web::client_ip::of_request`, so
+    /// behind `TRUSTED_PROXIES` the address they forwarded). Clients sharing an address (one
+    /// NAT) share a scope; a reused key with another body is still refused.
+    pub fn of_address(ip: std::net::IpAddr, key: String) -> Self {
+        Self {
+            scope: format!("ip:{ip}"),
+            key,
+        }
+    }
+
+    /// The shop form's key: the client is the browser, named by a hash of its CSRF token (the
+    /// random value in its signed `shop_csrf` cookie; the token itself is never stored).
+    pub fn of_browser(csrf_token: &str, key: String) -> Self {
+        let digest = Sha256::digest(format!("idempotency-scope/1:{csrf_token}").as_bytes());
+        Self {
+            scope: format!("browser:{}", &hex::encode(digest)[..32]),
+            key,
+        }
+    }
 }
 
 /// Where the shopper goes next.
@@ -90,6 +159,9 @@ pub enum CheckoutError {
     Invalid(ValidationError),
     #[error("KICC Pay is not offered")]
     KiccPayNotOffered,
+    /// The client used this idempotency key before for a different request: nothing placed.
+    #[error("this idempotency key was used for a different request")]
+    IdempotencyKeyReused,
     /// KICC refused to register the payment: its message (with WeChat's decoded detail).
     #[error("the payment could not be started: {message}")]
     Declined {
@@ -119,16 +191,23 @@ impl Checkout {
         if request.items.is_empty() {
             return Err(CheckoutError::EmptyCart);
         }
+        if request.items.len() > MAX_ORDER_LINES {
+            return Err(CheckoutError::Invalid(ValidationError::new(
+                "items",
+                format!("at most {MAX_ORDER_LINES} lines"),
+            )));
+        }
         if request.pay_method == PayMethod::Kiccpay && self.kiccpay_window.is_none() {
             return Err(CheckoutError::KiccPayNotOffered);
         }
         if let Some(key) = request.idempotency_key.clone() {
+            let hash = request.request_hash();
             let existing = self
                 .db
-                .run(move |conn| orders::find_by_idempotency_key(conn, &key))
+                .run(move |conn| orders::find_by_idempotency_key(conn, &key.scope, &key.key))
                 .await?;
-            if let Some(order) = existing {
-                return Ok(self.placed(order));
+            if let Some(found) = existing {
+                return same_request(found, &hash).map(|order| self.placed(order));
             }
         }
         match self.save(&request).await? {
@@ -189,11 +268,14 @@ impl Checkout {
                         Ok((order, call)) => return Ok(Ok(Saved::New(order, call))),
                         Err(Saving::Invalid(e)) => return Ok(Err(e)),
                         Err(Saving::Db(e)) if e.is_unique_violation() => {
-                            // The same form submitted twice at once: the other submit won.
-                            if let Some(key) = &request.idempotency_key
-                                && let Some(order) = orders::find_by_idempotency_key(conn, key)?
+                            // The same client's key used twice at once: the other request won.
+                            if let Some(key) = &new.idempotency_key
+                                && let Some(found) =
+                                    orders::find_by_idempotency_key(conn, &key.scope, &key.key)?
                             {
-                                return Ok(Ok(Saved::Existing(order)));
+                                return Ok(
+                                    same_request(found, &key.request_hash).map(Saved::Existing)
+                                );
                             }
                         }
                         Err(Saving::Db(e)) => return Err(e),
@@ -425,9 +507,30 @@ fn priced_order(
         goods_name,
         customer: request.customer.clone(),
         lines,
-        idempotency_key: request.idempotency_key.clone(),
+        idempotency_key: request
+            .idempotency_key
+            .as_ref()
+            .map(|k| orders::Idempotency {
+                scope: k.scope.clone(),
+                key: k.key.clone(),
+                request_hash: request.request_hash(),
+            }),
         expires_at: Some(expires_at),
     })
+}
+
+/// The order a client's key found, when this request is the one that placed it (a retry, a
+/// double submit); a different request under the same key is refused. (A key without a hash
+/// was stored before requests were hashed, in the `legacy` scope no client has.)
+fn same_request(
+    (order, stored_hash): (Order, Option<String>),
+    hash: &str,
+) -> Result<Order, CheckoutError> {
+    if stored_hash.as_deref() == Some(hash) {
+        Ok(order)
+    } else {
+        Err(CheckoutError::IdempotencyKeyReused)
+    }
 }
 
 enum Saved {

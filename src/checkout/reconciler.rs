@@ -12,7 +12,8 @@
 //! 3. orders past their expiry: the status check → paid (same amount), cancelled (a different
 //!    one), or expired;
 //! 4. notified approvals not yet confirmed: the status check → paid;
-//! 5. WeChat orders that expired or failed, looked at again on a stretching schedule (a day):
+//! 5. WeChat orders that expired or failed, looked at again on a stretching schedule (2 min,
+//!    15 min, 1 h, 6 h and 24 h after they closed):
 //!    a payment made after they closed is kept or refunded (`LATE_PAYMENTS`), even when its
 //!    notification never arrived.
 
@@ -545,14 +546,7 @@ impl Reconciler {
             self.schedule_late_check(order_id, None).await?;
             return Ok(true);
         }
-        let done = self
-            .checkout
-            .db
-            .run(move |conn| orders::late_checks(conn, order_id))
-            .await?;
-        let next = orders::LATE_CHECKS_AFTER
-            .get(usize::try_from(done).unwrap_or(usize::MAX))
-            .map(|after| now() + *after);
+        let next = orders::next_late_check(order.updated_at, now());
         self.schedule_late_check(order_id, next).await?;
         Ok(false)
     }
@@ -564,10 +558,7 @@ impl Reconciler {
     ) -> Result<(), DbError> {
         self.checkout
             .db
-            .run(move |conn| {
-                let checks = orders::late_checks(conn, order_id)?;
-                orders::schedule_late_check(conn, order_id, at, checks + 1)
-            })
+            .run(move |conn| orders::schedule_late_check(conn, order_id, at))
             .await
     }
 

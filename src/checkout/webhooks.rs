@@ -159,6 +159,12 @@ impl Ack {
             body: ack_body(res_cd, res_msg, pg_cno),
         }
     }
+
+    /// A source not allowed: 403 `9403`, stored or not (`web::webhooks` stores only some).
+    pub fn forbidden(source_ip: &str, pg_cno: &str) -> Self {
+        let message = format!("source {source_ip} is not allowed");
+        Self::new(403, codes::FORBIDDEN, &message, pg_cno)
+    }
 }
 
 /// Work that follows the ack.
@@ -308,12 +314,7 @@ impl Checkout {
 
         // Refusals are decided by the delivery alone: recorded, nothing else changes.
         let refusal = if !delivery.allowed {
-            Some(Ack::new(
-                403,
-                codes::FORBIDDEN,
-                &format!("source {} is not allowed", delivery.source_ip),
-                &echo,
-            ))
+            Some(Ack::forbidden(&delivery.source_ip, &echo))
         } else if delivery.too_large {
             Some(Ack::new(
                 413,

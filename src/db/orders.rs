@@ -105,6 +105,8 @@ struct NewOrderRow<'a> {
     customer_addr: &'a str,
     trade_type: Option<&'a str>,
     idempotency_key: Option<&'a str>,
+    idempotency_scope: Option<&'a str>,
+    request_hash: Option<&'a str>,
     expires_at: Option<NaiveDateTime>,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
@@ -132,6 +134,18 @@ struct NewOrderEventRow<'a> {
     created_at: NaiveDateTime,
 }
 
+/// An idempotency key as stored beside its order: unique per scope (the client), with the hash
+/// of the request that first used it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The client: `ip:ADDRESS` (JSON API) or `browser:HASH` (the shop's form).
+    pub scope: String,
+    /// The client's own key (at most 64 characters).
+    pub key: String,
+    /// SHA-256 (hex) of the canonical request (`checkout::OrderRequest::request_hash`).
+    pub request_hash: String,
+}
+
 /// An order to create: every field already parsed, the amount equal to the sum of its lines.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
@@ -141,8 +155,9 @@ pub struct NewOrder {
     pub goods_name: GoodsName,
     pub customer: Customer,
     pub lines: Vec<OrderLine>,
-    /// A key from the checkout form: a second submit of the same form finds the first order.
-    pub idempotency_key: Option<String>,
+    /// A client's key (the checkout form's, or an API client's): a second request of the same
+    /// client with the same key and body finds the first order.
+    pub idempotency_key: Option<Idempotency>,
     pub expires_at: Option<NaiveDateTime>,
 }
 
@@ -191,7 +206,12 @@ pub fn insert_in_tx(
         customer_contact_no: new.customer.contact_no.as_str(),
         customer_addr: new.customer.addr.as_str(),
         trade_type: new.trade_type.map(TradeType::as_str),
-        idempotency_key: new.idempotency_key.as_deref(),
+        idempotency_key: new.idempotency_key.as_ref().map(|k| k.key.as_str()),
+        idempotency_scope: new.idempotency_key.as_ref().map(|k| k.scope.as_str()),
+        request_hash: new
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.request_hash.as_str()),
         expires_at: new.expires_at,
         created_at: at,
         updated_at: at,
@@ -247,16 +267,21 @@ pub fn find_by_shop_order_no(
     .transpose()
 }
 
+/// The order a client (`scope`) placed with `key`, and the hash of the request that placed it
+/// (`None` only for keys stored before requests were hashed). Another client's key finds
+/// nothing.
 pub fn find_by_idempotency_key(
     conn: &mut AnyConnection,
+    scope: &str,
     key: &str,
-) -> Result<Option<Order>, DbError> {
+) -> Result<Option<(Order, Option<String>)>, DbError> {
     on_backend!(conn, c => orders::table
+        .filter(orders::idempotency_scope.eq(scope))
         .filter(orders::idempotency_key.eq(key))
-        .select(OrderRow::as_select())
-        .get_result(c)
+        .select((OrderRow::as_select(), orders::request_hash))
+        .get_result::<(OrderRow, Option<String>)>(c)
         .optional())?
-    .map(Order::try_from)
+    .map(|(row, hash)| Ok((Order::try_from(row)?, hash)))
     .transpose()
 }
 
@@ -488,7 +513,7 @@ pub fn transition_in_tx(
         .returning(order_events::id)
         .get_result(c))?;
     if matches!(to, OrderStatus::Expired | OrderStatus::Failed) {
-        schedule_late_check(conn, t.order_id, Some(at + LATE_CHECK_FIRST), 0)?;
+        schedule_late_check(conn, t.order_id, Some(at + LATE_CHECKS[0]))?;
     }
     Ok(TransitionOutcome::Applied {
         from: t.expected,
@@ -598,18 +623,24 @@ pub fn late_refund_from(
     .transpose()
 }
 
-/// When an order that expired or failed is first checked again; the reconciler then follows
-/// [`LATE_CHECKS_AFTER`].
-pub const LATE_CHECK_FIRST: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
-
-/// The delays between the later late checks: WeChat's code URLs stay valid for hours, so the
-/// checks stretch over a day, then stop.
-pub const LATE_CHECKS_AFTER: [chrono::TimeDelta; 4] = [
-    chrono::TimeDelta::minutes(10),
+/// When an order that expired or failed is checked again, counted from when it closed: WeChat's
+/// code URLs stay valid for hours, so the checks stretch over a day, then stop.
+pub const LATE_CHECKS: [chrono::TimeDelta; 5] = [
+    chrono::TimeDelta::minutes(2),
+    chrono::TimeDelta::minutes(15),
     chrono::TimeDelta::hours(1),
     chrono::TimeDelta::hours(6),
-    chrono::TimeDelta::hours(18),
+    chrono::TimeDelta::hours(24),
 ];
+
+/// The late check after `now` of an order that closed at `closed` ([`LATE_CHECKS`]); `None`
+/// when the schedule has ended.
+pub fn next_late_check(closed: NaiveDateTime, now: NaiveDateTime) -> Option<NaiveDateTime> {
+    LATE_CHECKS
+        .iter()
+        .map(|after| closed + *after)
+        .find(|at| *at > now)
+}
 
 /// Sets (or, with `None`, ends) the order's next late check: when the reconciler asks KICC
 /// again whether a WeChat order that expired or failed was paid after all. Only orders with a
@@ -618,23 +649,14 @@ pub fn schedule_late_check(
     conn: &mut AnyConnection,
     order_id: i64,
     at: Option<NaiveDateTime>,
-    checks: i32,
 ) -> Result<(), DbError> {
     on_backend!(conn, c => diesel::update(orders::table
         .filter(orders::id.eq(order_id))
         .filter(orders::pg_cno.is_not_null())
         .filter(orders::pay_method.eq(PayMethod::Wechat.as_str())))
-        .set((orders::late_check_at.eq(at), orders::late_checks.eq(checks)))
+        .set(orders::late_check_at.eq(at))
         .execute(c))?;
     Ok(())
-}
-
-/// How many late checks this order has had.
-pub fn late_checks(conn: &mut AnyConnection, order_id: i64) -> Result<i32, DbError> {
-    Ok(on_backend!(conn, c => orders::table
-        .filter(orders::id.eq(order_id))
-        .select(orders::late_checks)
-        .get_result(c))?)
 }
 
 /// A clock the review runner moves forward for one order, to stand in for the minutes a real
@@ -658,4 +680,23 @@ pub fn bring_forward(conn: &mut AnyConnection, order_id: i64, due: Due) -> Resul
             .execute(c))?,
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_checks_stretch_over_a_day_then_stop() {
+        let closed = chrono::DateTime::from_timestamp(1_800_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let at = |minutes| closed + chrono::TimeDelta::minutes(minutes);
+        assert_eq!(next_late_check(closed, closed), Some(at(2)));
+        assert_eq!(next_late_check(closed, at(2)), Some(at(15)));
+        assert_eq!(next_late_check(closed, at(16)), Some(at(60)));
+        assert_eq!(next_late_check(closed, at(61)), Some(at(360)));
+        assert_eq!(next_late_check(closed, at(361)), Some(at(1440)));
+        assert_eq!(next_late_check(closed, at(1440)), None);
+    }
 }

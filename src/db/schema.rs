@@ -98,6 +98,8 @@ diesel::table! {
         transaction_date -> Nullable<Text>,
         kicc_status_code -> Nullable<Text>,
         idempotency_key -> Nullable<Text>,
+        idempotency_scope -> Nullable<Text>,
+        request_hash -> Nullable<Text>,
         expires_at -> Nullable<Timestamp>,
         paid_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
@@ -106,7 +108,6 @@ diesel::table! {
         lease_until -> Nullable<Timestamp>,
         status_checked_at -> Nullable<Timestamp>,
         late_check_at -> Nullable<Timestamp>,
-        late_checks -> Integer,
     }
 }
 

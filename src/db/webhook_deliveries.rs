@@ -398,3 +398,37 @@ pub fn release_unconfirmed(conn: &mut AnyConnection, dedupe_key: &str) -> Result
         .execute(c))?;
     Ok(released > 0)
 }
+
+/// The outcomes of deliveries that changed nothing and are kept only for a while
+/// (`WEBHOOK_REFUSED_RETENTION_DAYS`): `refused` (a source not allowed) and `rejected` (an
+/// allowed source's body we could not take: too large, not JSON, malformed).
+pub const PURGED_OUTCOMES: [&str; 2] = ["refused", "rejected"];
+
+/// Deletes at most `batch` refused or rejected deliveries received before `before`, oldest
+/// first, and returns how many. Every other delivery (applied, duplicate, unmatched, …) is the
+/// record of a notification about money and is kept. Batched so one call holds the write lock
+/// briefly: the caller repeats while a whole batch was deleted.
+pub fn purge_refused(
+    conn: &mut AnyConnection,
+    before: NaiveDateTime,
+    batch: i64,
+) -> Result<usize, DbError> {
+    // Two statements (the ids, then the delete): diesel cannot put a table in a subquery of its
+    // own delete. The caller's write transaction keeps them together.
+    let oldest: Vec<i64> = on_backend!(conn, c => webhook_deliveries::table
+        .filter(webhook_deliveries::outcome.eq_any(PURGED_OUTCOMES))
+        .filter(webhook_deliveries::received_at.lt(before))
+        .order(webhook_deliveries::id.asc())
+        .select(webhook_deliveries::id)
+        .limit(batch)
+        .load(c))?;
+    if oldest.is_empty() {
+        return Ok(0);
+    }
+    Ok(on_backend!(conn, c => diesel::delete(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::id.eq_any(&oldest))
+            .filter(webhook_deliveries::outcome.eq_any(PURGED_OUTCOMES))
+    )
+    .execute(c))?)
+}

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
-use crate::checkout::{CheckoutError, Device, NextStep, OrderRequest, guest_customer_id};
+use crate::checkout::{
+    CheckoutError, Device, IdempotencyKey, NextStep, OrderRequest, guest_customer_id,
+};
 use crate::db::{DbError, orders, products};
 use crate::domain::{Currency, Customer, Order, PayMethod, ShopOrderNo, TradeType};
 
@@ -124,6 +126,12 @@ impl From<CheckoutError> for ApiError {
                 "KICC Pay is not offered",
                 Some("payMethod"),
             ),
+            CheckoutError::IdempotencyKeyReused => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this idempotencyKey was used for a different request; use a new key",
+                Some("idempotencyKey"),
+            ),
             CheckoutError::Declined { code, message, .. } => ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 "gateway_declined",
@@ -181,7 +189,10 @@ pub struct NewOrderJson {
     #[serde(default)]
     device: Option<String>,
     customer: CustomerJson,
-    /// Optional: a client's own key so a retried POST finds the first order.
+    /// Optional: a client's own key so a retried POST finds the first order. It is the
+    /// client's: scoped to its address (there are no API keys yet; behind `TRUSTED_PROXIES`,
+    /// the forwarded address) and bound to the body, so another address's key finds nothing
+    /// and the same key with another body is a 409.
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -275,6 +286,8 @@ pub async fn create_order(
     if idempotency_key.as_ref().is_some_and(|k| k.len() > 64) {
         return Err(unprocessable("idempotencyKey", "at most 64 characters"));
     }
+    let client = super::client_ip::of_request(&req, &state.config.trusted_proxies);
+    let idempotency_key = idempotency_key.map(|key| IdempotencyKey::of_address(client, key));
     let placed = state
         .checkout
         .place_order(OrderRequest {

@@ -11,7 +11,9 @@ use super::csrf::ShopCsrf;
 use super::error::WebError;
 use super::pages::{CartLineView, CheckoutPage, FieldError, Layout, OrderLineView, OrderPage};
 use super::qr;
-use crate::checkout::{CheckoutError, Device, NextStep, OrderRequest, ReturnOutcome, ReturnParams};
+use crate::checkout::{
+    CheckoutError, Device, IdempotencyKey, NextStep, OrderRequest, ReturnOutcome, ReturnParams,
+};
 use crate::db::orders;
 use crate::domain::{Currency, Customer, Order, OrderStatus, PayMethod, ShopOrderNo, TradeType};
 
@@ -227,7 +229,11 @@ pub async fn submit(
         pay_method,
         device,
         customer,
-        idempotency_key: Some(form.key.clone()).filter(|k| !k.is_empty() && k.len() <= 64),
+        // The form's key is this browser's: scoped to its CSRF cookie, so a key copied from
+        // another browser's form finds nothing.
+        idempotency_key: Some(form.key.clone())
+            .filter(|k| !k.is_empty() && k.len() <= 64)
+            .map(|k| IdempotencyKey::of_browser(csrf.token(), k)),
     };
     match state.checkout.place_order(request).await {
         Ok(placed) => Ok(match placed.next {
@@ -244,6 +250,19 @@ pub async fn submit(
                     .finish()
             }
         }),
+        Err(CheckoutError::IdempotencyKeyReused) => {
+            // This form was submitted before with other values (the Back button, then an
+            // edit): the first order stands; a fresh key lets the shopper place this one.
+            let form = CheckoutForm {
+                key: String::new(),
+                ..form
+            };
+            let banner = "This form was already sent with other details. Check them and submit \
+                          again to place a new order."
+                .to_owned();
+            let page = checkout_page(&state, &csrf, &cart, form, Vec::new(), Some(banner)).await?;
+            Ok(super::render(&page, actix_web::http::StatusCode::CONFLICT))
+        }
         Err(e @ (CheckoutError::Declined { .. } | CheckoutError::GatewayUnavailable { .. })) => {
             let banner = match e {
                 // KICC's own words (with WeChat's decoded detail).

@@ -123,6 +123,9 @@ impl From<CheckoutError> for WebError {
             CheckoutError::KiccPayNotOffered => {
                 WebError::BadRequest("KICC Pay is not offered here.".into())
             }
+            CheckoutError::IdempotencyKeyReused => WebError::BadRequest(
+                "This form was already sent with other details. Reload it and try again.".into(),
+            ),
             CheckoutError::Declined { message, .. } => WebError::Gateway(message),
             CheckoutError::GatewayUnavailable { .. } => {
                 WebError::Gateway("The payment service did not answer. Nothing was charged.".into())

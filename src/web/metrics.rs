@@ -27,6 +27,7 @@ pub struct Metrics {
     reconciler_passes: prometheus::IntCounter,
     reconciler_claimed: prometheus::IntCounter,
     one_statement_acks: prometheus::IntCounter,
+    refused_unstored: prometheus::IntCounter,
 }
 
 /// What `/metrics` reads at scrape time besides the request counters.
@@ -95,8 +96,15 @@ impl Metrics {
             "Webhook deliveries stored, handled and acked by one statement (PostgreSQL)",
         )
         .expect("valid metric");
+        let refused_unstored = prometheus::IntCounter::new(
+            "webhook_refused_unstored_total",
+            "Webhook deliveries from sources not allowed, answered 403 and not stored (over \
+             the per-source store limit)",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(compensations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(refused_unstored.clone()),
             Box::new(unrecorded_cancels.clone()),
             Box::new(reconciler_passes.clone()),
             Box::new(reconciler_claimed.clone()),
@@ -126,7 +134,13 @@ impl Metrics {
             reconciler_passes,
             reconciler_claimed,
             one_statement_acks,
+            refused_unstored,
         }
+    }
+
+    /// A refused webhook delivery answered but not stored (`web::webhooks`).
+    pub fn count_refused_unstored(&self) {
+        self.refused_unstored.inc();
     }
 
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

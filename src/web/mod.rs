@@ -55,6 +55,8 @@ pub struct AppState {
     pub checkout_limit: rate_limit::RateLimiter,
     /// QR images of the payment page URLs of recent native orders (encoded once per URL).
     pub qr: qr::QrCache,
+    /// How many refused webhook deliveries are stored (per source, per minute).
+    pub refused_webhooks: webhooks::RefusedStore,
 }
 
 impl AppState {

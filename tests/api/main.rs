@@ -16,6 +16,7 @@ mod group_commit;
 mod hardening;
 mod harness;
 mod hostile_web;
+mod idempotency;
 mod kicc_client;
 mod late_events;
 mod migrations;
