@@ -183,6 +183,7 @@ fn order_page(status: &str, qr_svg: String) -> OrderPage {
             quantity: 1,
             total: "₩12,000".into(),
         }],
+        late_refund: None,
     }
 }
 
