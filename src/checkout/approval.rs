@@ -8,7 +8,7 @@ use super::place::CheckoutError;
 use crate::db::orders::{self, OrderPatch};
 use crate::db::{DbError, now};
 use crate::domain::{LatePayments, Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
-use crate::kicc::{Approval, Completion, KiccPayApproval, Outcome, TradeStatus};
+use crate::kicc::{Approval, Completion, KiccPayApproval, Outcome, PaymentStatus, TradeStatus};
 
 /// What the payment window sent back (spec 06: `resCd, resMsg, shopOrderNo, authorizationId`).
 #[derive(Debug, Clone, Default)]
@@ -417,15 +417,7 @@ impl Checkout {
             Outcome::Accepted(status) if status.status == TradeStatus::Approved => status,
             _ => return Ok(self.note_unconfirmed(order, note).await?),
         };
-        let found = CheckedApproval {
-            pg_cno,
-            amount: approved.amount.unwrap_or_default(),
-            currency: approved.currency,
-            approval_date: approved.approval_date,
-            transaction_date: None,
-            call_id: call.call_id,
-            completion: None,
-        };
+        let found = CheckedApproval::from_status(pg_cno, approved, call.call_id);
         Ok(self.settle_checked(&order, found, context).await?)
     }
 
@@ -489,10 +481,7 @@ impl Checkout {
             "{context}: the status check found pgCno {} approved for {}: paid",
             found.pg_cno, found.amount
         );
-        let late = CheckedApproval {
-            completion: None,
-            ..found.clone_facts()
-        };
+        let late = found.clone_facts();
         let patch = paid_patch(&found);
         let settled = self
             .transition_after(
@@ -634,6 +623,20 @@ pub(crate) struct CheckedApproval {
 }
 
 impl CheckedApproval {
+    /// What a payment status check of `pg_cno` (`/api/trades/wechatpay/find`, call `call_id`)
+    /// found approved.
+    pub(crate) fn from_status(pg_cno: String, status: PaymentStatus, call_id: Option<i64>) -> Self {
+        Self {
+            pg_cno,
+            amount: status.amount.unwrap_or_default(),
+            currency: status.currency,
+            approval_date: status.approval_date,
+            transaction_date: None,
+            call_id,
+            completion: None,
+        }
+    }
+
     /// The facts, without the completion (which is written once).
     fn clone_facts(&self) -> Self {
         Self {

@@ -263,15 +263,7 @@ impl Checkout {
                 OrderStatus::Pending | OrderStatus::Authorized | OrderStatus::Approving
             ) || super::approval::is_late(order.status))
         {
-            let found = super::approval::CheckedApproval {
-                pg_cno,
-                amount: status.amount.unwrap_or_default(),
-                currency: status.currency,
-                approval_date: status.approval_date,
-                transaction_date: None,
-                call_id: call.call_id,
-                completion: None,
-            };
+            let found = super::approval::CheckedApproval::from_status(pg_cno, status, call.call_id);
             self.settle_checked(&order, found, "merchant re-check")
                 .await?;
         }

@@ -468,15 +468,7 @@ impl Reconciler {
             .map_err(|e| DbError::Corrupt(e.to_string()))?;
         match call.outcome {
             Outcome::Accepted(status) if status.status == TradeStatus::Approved => {
-                let checked = CheckedApproval {
-                    pg_cno,
-                    amount: status.amount.unwrap_or_default(),
-                    currency: status.currency,
-                    approval_date: status.approval_date,
-                    transaction_date: None,
-                    call_id: call.call_id,
-                    completion: None,
-                };
+                let checked = CheckedApproval::from_status(pg_cno, status, call.call_id);
                 self.checkout
                     .settle_checked(&order, checked, "reconciler: past its expiry")
                     .await?;
@@ -531,15 +523,7 @@ impl Reconciler {
         if let Outcome::Accepted(status) = call.outcome
             && status.status == TradeStatus::Approved
         {
-            let checked = CheckedApproval {
-                pg_cno,
-                amount: status.amount.unwrap_or_default(),
-                currency: status.currency,
-                approval_date: status.approval_date,
-                transaction_date: None,
-                call_id: call.call_id,
-                completion: None,
-            };
+            let checked = CheckedApproval::from_status(pg_cno, status, call.call_id);
             self.checkout
                 .settle_checked(&order, checked, "reconciler: late check")
                 .await?;

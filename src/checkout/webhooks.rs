@@ -827,16 +827,12 @@ impl Checkout {
                 return Ok(order);
             }
         };
+        // The order's own pgCno (the one checked), as KICC's reply may leave it out.
+        let pg_cno = order.pg_cno.clone().unwrap_or(status.pg_cno.clone());
         let found = CheckedApproval {
-            // The order's own pgCno (the one checked), as KICC's reply may leave it out.
-            pg_cno: order.pg_cno.clone().unwrap_or(status.pg_cno),
-            amount: status.amount.unwrap_or_default(),
-            currency: status.currency,
-            approval_date: status.approval_date,
-            transaction_date: None,
-            call_id: call.call_id,
             // Written with the `paid` transition, in one commit.
             completion: Some(completion),
+            ..CheckedApproval::from_status(pg_cno, status, call.call_id)
         };
         self.settle_checked(&order, found, "approval notification confirmed (spec 04)")
             .await
@@ -867,15 +863,7 @@ impl Checkout {
             .map_err(|e| DbError::Corrupt(e.to_string()))?;
         let verdict = match call.outcome {
             Outcome::Accepted(status) if status.status == TradeStatus::Approved => {
-                let found = CheckedApproval {
-                    pg_cno,
-                    amount: status.amount.unwrap_or_default(),
-                    currency: status.currency,
-                    approval_date: status.approval_date,
-                    transaction_date: None,
-                    call_id: call.call_id,
-                    completion: None,
-                };
+                let found = CheckedApproval::from_status(pg_cno, status, call.call_id);
                 let context = format!("{cause}, but the status check found it approved");
                 return self.settle_checked(&order, found, &context).await;
             }

@@ -302,6 +302,69 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// A ₩24,000 WeChat order (one canvas tote) placed through the JSON API and registered at
+    /// KICC: (shopOrderNo, pgCno).
+    pub async fn tote_order(&self) -> (String, String) {
+        let created: serde_json::Value = self
+            .client
+            .post(format!("{}/api/orders", self.address))
+            .json(&serde_json::json!({"items": [{"sku": "CANVAS-TOTE", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
+                          "customer": {"name": "Ann", "email": "ann@example.com", "phone": "01012345678", "address": "Seoul"}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let text = |key: &str| {
+            created[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {key}: {created}"))
+                .to_owned()
+        };
+        (text("shopOrderNo"), text("pgCno"))
+    }
+}
+
+/// Spec 04's approval notification body (its field table; spec 04 prints no example) with the
+/// given values.
+pub fn approval_notification(
+    no: &str,
+    pg_cno: &str,
+    amount: i64,
+    currency: &str,
+) -> serde_json::Value {
+    let mut body: serde_json::Value = serde_json::from_str(include_str!(
+        "../fixtures/spec/04-notification-from-table.json"
+    ))
+    .unwrap();
+    body["shopOrderNo"] = serde_json::json!(no);
+    body["pgCno"] = serde_json::json!(pg_cno);
+    body["amountInfo"] = serde_json::json!({"currency": currency, "amount": amount});
+    body
+}
+
+/// Spec 05's cancellation notification body with the given values (the amount as a string, as
+/// KICC's examples write it).
+pub fn cancel_notification(
+    no: &str,
+    pg_cno: &str,
+    cancel_pg_cno: &str,
+    amount: i64,
+    currency: &str,
+) -> serde_json::Value {
+    let mut body: serde_json::Value = serde_json::from_str(include_str!(
+        "../fixtures/spec/05-notification-from-table.json"
+    ))
+    .unwrap();
+    body["shopOrderNo"] = serde_json::json!(no);
+    body["pgCno"] = serde_json::json!(pg_cno);
+    body["cancelPgCno"] = serde_json::json!(cancel_pg_cno);
+    body["amountInfo"] = serde_json::json!({"currency": currency, "amount": amount.to_string()});
+    body
+}
+
 /// An order of one sticker pack (₩1,000) in status `created`.
 pub fn sample_order(conn: &mut kicc_checkout::db::AnyConnection) -> Order {
     let unit = Money::from_minor(1000, Currency::Krw).unwrap();

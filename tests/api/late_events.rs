@@ -11,7 +11,7 @@ use kicc_checkout::db::{gateway_calls, orders};
 use kicc_checkout::domain::{Order, OrderEvent, OrderStatus, ShopOrderNo};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{TestApp, TestDb, approval_notification, cancel_notification};
 
 /// The app in sandbox mode: the sandbox approves a paid trade by itself at once and notifies
 /// (WeChat's asynchronous model: the shopper pays and never comes back), orders live `expiry`
@@ -25,20 +25,6 @@ async fn app(test_db: TestDb, expiry: &str, extra: &[(&'static str, &str)]) -> T
     ];
     vars.extend_from_slice(extra);
     TestApp::spawn_with(test_db, &vars).await
-}
-
-/// A ₩25,000 WeChat order registered at KICC: (shopOrderNo, pgCno).
-async fn new_order(app: &TestApp) -> (String, String) {
-    let created: Value = app
-        .client
-        .post(format!("{}/api/orders", app.address))
-        .json(&json!({"items": [{"sku": "CANVAS-TOTE", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
-                      "customer": {"name": "Ann", "email": "ann@example.com", "phone": "01012345678", "address": "Seoul"}}))
-        .send().await.unwrap().json().await.unwrap();
-    (
-        created["shopOrderNo"].as_str().unwrap().to_owned(),
-        created["pgCno"].as_str().unwrap().to_owned(),
-    )
 }
 
 fn stored(app: &TestApp, no: &str) -> Order {
@@ -126,19 +112,6 @@ async fn expire(app: &TestApp, no: &str) {
     until(app, no, OrderStatus::Expired).await;
 }
 
-/// Spec 05's body with the given values.
-fn cancel_body(no: &str, pg_cno: &str, cancel_pg_cno: &str, amount: i64, currency: &str) -> Value {
-    let mut body: Value = serde_json::from_str(include_str!(
-        "../fixtures/spec/05-notification-from-table.json"
-    ))
-    .unwrap();
-    body["shopOrderNo"] = json!(no);
-    body["pgCno"] = json!(pg_cno);
-    body["cancelPgCno"] = json!(cancel_pg_cno);
-    body["amountInfo"] = json!({"currency": currency, "amount": amount.to_string()});
-    body
-}
-
 /// Posts a notification from loopback (allowed in sandbox mode); returns the ack's resCd.
 async fn notify(app: &TestApp, route: &str, body: &Value) -> String {
     let ack: Value = app
@@ -157,7 +130,7 @@ async fn notify(app: &TestApp, route: &str, body: &Value) -> String {
 both_backends! {
     async fn a_payment_after_the_order_expired_makes_it_paid_by_default(test_db) {
         let app = app(test_db, "1", &[]).await;
-        let (no, pg_cno) = new_order(&app).await;
+        let (no, pg_cno) = app.tote_order().await;
         expire(&app, &no).await;
         // The shopper scans the still-valid QR and pays; KICC approves and notifies.
         app.press_pay(&pg_cno).await;
@@ -170,7 +143,7 @@ both_backends! {
 
     async fn a_payment_after_the_order_expired_is_refunded_under_late_payments_refund(test_db) {
         let app = app(test_db, "1", &[("LATE_PAYMENTS", "refund")]).await;
-        let (no, pg_cno) = new_order(&app).await;
+        let (no, pg_cno) = app.tote_order().await;
         expire(&app, &no).await;
         app.press_pay(&pg_cno).await;
         let order = until(&app, &no, OrderStatus::Cancelled).await;
@@ -186,7 +159,7 @@ both_backends! {
     async fn a_late_payment_whose_notification_never_arrives_is_found_by_the_reconciler(test_db) {
         // KICC's notifications are refused here (only another address is allowed).
         let app = app(test_db, "1", &[("WEBHOOK_ALLOWED_IPS", "203.233.72.66"), ("LATE_PAYMENTS", "refund")]).await;
-        let (no, pg_cno) = new_order(&app).await;
+        let (no, pg_cno) = app.tote_order().await;
         expire(&app, &no).await;
         app.press_pay(&pg_cno).await;
         for _ in 0..100 {
@@ -215,7 +188,7 @@ both_backends! {
             ("LATE_PAYMENTS", "refund"),
         ]).await;
         for (app, want) in [(&accepting, OrderStatus::Paid), (&refunding, OrderStatus::Cancelled)] {
-            let (no, pg_cno) = new_order(app).await;
+            let (no, pg_cno) = app.tote_order().await;
             // The order was closed as failed (by whatever path); the shopper pays anyway.
             let order = stored(app, &no);
             let t = orders::Transition::new(order.id, OrderStatus::Pending, OrderEvent::PaymentFailed, "test: failed");
@@ -228,7 +201,7 @@ both_backends! {
 
     async fn a_forged_failure_return_does_not_fail_the_order(test_db) {
         let app = app(test_db, "600", &[]).await;
-        let (no, pg_cno) = new_order(&app).await;
+        let (no, pg_cno) = app.tote_order().await;
         // A stranger, with no cookie, who knows the order number.
         let stranger = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let r = stranger
@@ -245,12 +218,9 @@ both_backends! {
 
     async fn a_failure_notification_kicc_does_not_confirm_leaves_the_order_waiting(test_db) {
         let app = app(test_db, "600", &[]).await;
-        let (no, pg_cno) = new_order(&app).await;
-        let mut body: Value = serde_json::from_str(include_str!("../fixtures/spec/04-notification-from-table.json")).unwrap();
-        body["shopOrderNo"] = json!(no);
-        body["pgCno"] = json!(pg_cno);
+        let (no, pg_cno) = app.tote_order().await;
+        let mut body = approval_notification(&no, &pg_cno, 24000, "KRW");
         body["resCd"] = json!("W002");
-        body["amountInfo"] = json!({"currency": "KRW", "amount": 25000});
         assert_eq!(notify(&app, "/webhooks/kicc/payment", &body).await, "0000");
         // The status check after the ack says TS00: nothing is failed on the notification's word.
         for _ in 0..200 {
@@ -265,16 +235,16 @@ both_backends! {
 
     async fn cancellation_notifications_kicc_does_not_confirm_change_nothing(test_db) {
         let app = app(test_db, "600", &[]).await;
-        let (no, pg_cno) = new_order(&app).await;
+        let (no, pg_cno) = app.tote_order().await;
         app.press_pay(&pg_cno).await;
         until(&app, &no, OrderStatus::Paid).await;
-        let (_, other_pg_cno) = new_order(&app).await;
+        let (_, other_pg_cno) = app.tote_order().await;
         let forged = [
-            ("a billion on a ₩25,000 order", cancel_body(&no, &pg_cno, "C-BIG", 1_000_000_000, "KRW")),
-            ("a negative amount", cancel_body(&no, &pg_cno, "C-NEG", -5000, "KRW")),
-            ("USD on a KRW order", cancel_body(&no, &pg_cno, "C-USD", 5000, "USD")),
-            ("an unknown pgCno with the right shopOrderNo", cancel_body(&no, &other_pg_cno, "C-PGCNO", 5000, "KRW")),
-            ("a plausible cancel KICC never made", cancel_body(&no, &pg_cno, "C-FAKE", 5000, "KRW")),
+            ("a billion on a ₩25,000 order", cancel_notification(&no, &pg_cno, "C-BIG", 1_000_000_000, "KRW")),
+            ("a negative amount", cancel_notification(&no, &pg_cno, "C-NEG", -5000, "KRW")),
+            ("USD on a KRW order", cancel_notification(&no, &pg_cno, "C-USD", 5000, "USD")),
+            ("an unknown pgCno with the right shopOrderNo", cancel_notification(&no, &other_pg_cno, "C-PGCNO", 5000, "KRW")),
+            ("a plausible cancel KICC never made", cancel_notification(&no, &pg_cno, "C-FAKE", 5000, "KRW")),
         ];
         for (what, body) in &forged {
             assert_eq!(notify(&app, "/webhooks/kicc/cancel", body).await, "0000", "{what}");
@@ -297,7 +267,7 @@ both_backends! {
 
     async fn forty_bare_returns_ask_kicc_once(test_db) {
         let app = app(test_db, "600", &[]).await;
-        let (no, _) = new_order(&app).await;
+        let (no, _) = app.tote_order().await;
         let stranger = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
         let url = format!("{}/checkout/return?resCd=0000&shopOrderNo={no}", app.address);
         let answers = futures_util::future::join_all((0..40).map(|_| stranger.get(&url).send())).await;

@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{TestApp, TestDb, approval_notification, cancel_notification};
 
 /// What can happen to an order, in any order.
 #[derive(Debug, Clone)]
@@ -184,28 +184,16 @@ impl World<'_> {
                     .await
             }
             Step::ForgedApproval | Step::ForgedFailureNotification => {
-                let order = self.order();
-                let mut body: Value = serde_json::from_str(include_str!(
-                    "../fixtures/spec/04-notification-from-table.json"
-                ))
-                .unwrap();
-                body["shopOrderNo"] = json!(self.no);
-                body["pgCno"] = json!(self.pg_cno);
-                body["amountInfo"] = json!({"currency": "KRW", "amount": order.amount.minor()});
+                let amount = self.order().amount.minor();
+                let mut body = approval_notification(&self.no, &self.pg_cno, amount, "KRW");
                 if matches!(step, Step::ForgedFailureNotification) {
                     body["resCd"] = json!("W002");
                 }
                 self.notify("/webhooks/kicc/payment", body).await;
             }
             Step::ForgedCancel => {
-                let mut body: Value = serde_json::from_str(include_str!(
-                    "../fixtures/spec/05-notification-from-table.json"
-                ))
-                .unwrap();
-                body["shopOrderNo"] = json!(self.no);
-                body["pgCno"] = json!(self.pg_cno);
-                body["cancelPgCno"] = json!(format!("FORGED{}", uuid::Uuid::new_v4().simple()));
-                body["amountInfo"] = json!({"currency": "KRW", "amount": "1000"});
+                let forged = format!("FORGED{}", uuid::Uuid::new_v4().simple());
+                let body = cancel_notification(&self.no, &self.pg_cno, &forged, 1000, "KRW");
                 self.notify("/webhooks/kicc/cancel", body).await;
             }
             Step::StatusCheck => {
@@ -268,16 +256,11 @@ fn check(
     let (which, steps) = case;
     let app = &apps[which % apps.len()];
     runtime.block_on(async {
-        let created: Value = app
-            .client
-            .post(format!("{}/api/orders", app.address))
-            .json(&json!({"items": [{"sku": "CANVAS-TOTE", "quantity": 1}], "currency": "KRW", "payMethod": "wechat",
-                          "customer": {"name": "Ann", "email": "ann@example.com", "phone": "01012345678", "address": "Seoul"}}))
-            .send().await.unwrap().json().await.unwrap();
+        let (no, pg_cno) = app.tote_order().await;
         let world = World {
             app,
-            no: created["shopOrderNo"].as_str().unwrap().to_owned(),
-            pg_cno: created["pgCno"].as_str().unwrap().to_owned(),
+            no,
+            pg_cno,
             stranger: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -290,7 +273,10 @@ fn check(
         let order = world.order();
         let trade = world.kicc().await;
         let held = trade["remainingAmount"].as_i64().unwrap_or_default();
-        let holds = matches!(order.status, OrderStatus::Paid | OrderStatus::PartiallyCancelled);
+        let holds = matches!(
+            order.status,
+            OrderStatus::Paid | OrderStatus::PartiallyCancelled
+        );
         let context = format!(
             "steps {steps:?}\nKICC: {trade}\norder {} is {}, remaining {}\n{}",
             world.no,
@@ -300,7 +286,12 @@ fn check(
         );
         prop_assert_eq!(held > 0, holds, "money and order disagree:\n{}", context);
         if holds {
-            prop_assert_eq!(held, order.remaining().minor(), "amounts disagree:\n{}", context);
+            prop_assert_eq!(
+                held,
+                order.remaining().minor(),
+                "amounts disagree:\n{}",
+                context
+            );
         }
         Ok(())
     })

@@ -29,29 +29,14 @@ async fn app(test_db: TestDb) -> TestApp {
     .await
 }
 
-/// Spec 04's body (its field table; spec 04 prints no example) with a real order's values.
+/// Spec 04's body with a real order's values.
 fn approval_body(no: &str, pg_cno: &str, amount: i64, currency: &str) -> Value {
-    let mut body: Value = serde_json::from_str(include_str!(
-        "../fixtures/spec/04-notification-from-table.json"
-    ))
-    .unwrap();
-    body["shopOrderNo"] = json!(no);
-    body["pgCno"] = json!(pg_cno);
-    body["amountInfo"] = json!({"currency": currency, "amount": amount});
-    body
+    crate::helpers::approval_notification(no, pg_cno, amount, currency)
 }
 
-/// Spec 05's body with a real order's values (amount as a string, as KICC's examples do).
+/// Spec 05's body with a real order's values, in KRW.
 fn cancel_body(no: &str, pg_cno: &str, cancel_pg_cno: &str, amount: i64) -> Value {
-    let mut body: Value = serde_json::from_str(include_str!(
-        "../fixtures/spec/05-notification-from-table.json"
-    ))
-    .unwrap();
-    body["shopOrderNo"] = json!(no);
-    body["pgCno"] = json!(pg_cno);
-    body["cancelPgCno"] = json!(cancel_pg_cno);
-    body["amountInfo"] = json!({"currency": "KRW", "amount": amount.to_string()});
-    body
+    crate::helpers::cancel_notification(no, pg_cno, cancel_pg_cno, amount, "KRW")
 }
 
 impl TestApp {
