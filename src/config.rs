@@ -841,6 +841,21 @@ mod tests {
     }
 
     #[test]
+    fn late_payments_are_accepted_unless_told_to_refund() {
+        assert_eq!(config(&[]).unwrap().late_payments, LatePayments::Accept);
+        let refund = config(&[("LATE_PAYMENTS", "refund")]).unwrap();
+        assert_eq!(refund.late_payments, LatePayments::Refund);
+        assert!(
+            refund
+                .summary("http://127.0.0.1:8080")
+                .contains("LATE_PAYMENTS=refund")
+        );
+        let err = config(&[("LATE_PAYMENTS", "keep")]).unwrap_err();
+        assert_eq!(err.var, "LATE_PAYMENTS");
+        assert!(err.problem.contains("`keep`"), "{}", err.problem);
+    }
+
+    #[test]
     fn live_mode_requires_credentials() {
         let err = config(&[("KICC_API_BASE", "https://testpgapi.easypay.co.kr")]).unwrap_err();
         assert_eq!(err.var, "KICC_MALL_ID");
