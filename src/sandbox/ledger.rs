@@ -1111,6 +1111,24 @@ impl Ledger {
             body.msg_auth_value = body.msg_auth_value.map(|m| corrupt_hex(&m));
             notes.push("bad_mac: msgAuthValue does not verify".into());
         }
+        if trade.scenario.is(Scenario::ApprovalOtherTrade) {
+            // Another trade's number and order, signed as KICC signs: only the names are wrong.
+            let last = if body.pg_cno.ends_with('9') { '8' } else { '9' };
+            body.pg_cno = format!("{}{last}", &body.pg_cno[..body.pg_cno.len() - 1]);
+            body.shop_order_no = format!("{}-X", body.shop_order_no);
+            body.msg_auth_value = Some(crypto::msg_auth_value(
+                ctx.config.secret_key.expose_secret(),
+                &[
+                    &body.pg_cno,
+                    &body.amount.to_string(),
+                    &body.transaction_date,
+                ],
+            ));
+            notes.push(format!(
+                "approval_other_trade: the reply names {} / {}",
+                body.pg_cno, body.shop_order_no
+            ));
+        }
         let late = trade
             .scenario
             .is(Scenario::ApprovalLate)

@@ -78,6 +78,9 @@
 //!   the webhook never arrives and only a status check tells.
 //! - `malformed_reply` (`count`, default 1): the next `count` API replies about the trade (not
 //!   its create) are HTTP 200 with an HTML body; the operation itself takes effect.
+//! - `approval_other_trade`: approves, but the approval's reply names another pgCno and
+//!   shopOrderNo, with a msgAuthValue valid for them: a reply the merchant must not trust with
+//!   its order's money.
 
 mod api;
 pub mod config;

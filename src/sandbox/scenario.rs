@@ -24,10 +24,11 @@ pub enum Scenario {
     CancelFails,
     WebhookFails,
     MalformedReply,
+    ApprovalOtherTrade,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Approve,
         Scenario::Decline,
         Scenario::ShopperCancel,
@@ -42,6 +43,7 @@ impl Scenario {
         Scenario::CancelFails,
         Scenario::WebhookFails,
         Scenario::MalformedReply,
+        Scenario::ApprovalOtherTrade,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Scenario {
             Scenario::CancelFails => "cancel_fails",
             Scenario::WebhookFails => "webhook_fails",
             Scenario::MalformedReply => "malformed_reply",
+            Scenario::ApprovalOtherTrade => "approval_other_trade",
         }
     }
 
@@ -94,6 +97,9 @@ impl Scenario {
             Scenario::CancelFails => "the next `count` cancels answer 5102 and change nothing",
             Scenario::WebhookFails => "the next `count` webhook attempts are lost on the way",
             Scenario::MalformedReply => "the next `count` API replies are not JSON",
+            Scenario::ApprovalOtherTrade => {
+                "approves, but the reply names another trade and order (validly signed for it)"
+            }
         }
     }
 }

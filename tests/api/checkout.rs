@@ -373,9 +373,11 @@ both_backends! {
         assert_eq!(app.trade(&pg_cno).await["statusCode"], "TS00");
     }
 
-    async fn amount_mismatch_and_bad_mac_are_cancelled(test_db) {
+    async fn amount_mismatch_bad_mac_and_a_reply_about_another_trade_are_cancelled(test_db) {
         let app = app(test_db).await;
-        for scenario in ["approval_amount_mismatch", "bad_mac"] {
+        // `approval_other_trade`: a reply naming another trade and order (validly signed for
+        // it) is not trusted with this order's money.
+        for scenario in ["approval_amount_mismatch", "bad_mac", "approval_other_trade"] {
             let created = app.api_order("wechat", "pc", "KRW").await;
             let (no, pg_cno) = (created["shopOrderNo"].as_str().unwrap().to_owned(), created["pgCno"].as_str().unwrap().to_owned());
             app.scenario(&no, scenario, 1).await;
@@ -388,7 +390,7 @@ both_backends! {
             let order = app.until_status(&no, "cancelled").await;
             assert_eq!(order["cancelledAmount"], order["amount"]);
             let timeline = app.timeline(&no);
-            let confirmed_first = scenario == "bad_mac" && timeline.iter().any(|e| e == "payment_confirmed");
+            let confirmed_first = scenario != "approval_amount_mismatch" && timeline.iter().any(|e| e == "payment_confirmed");
             let before = if confirmed_first { &PAID_TIMELINE[..] } else { &PAID_TIMELINE[..4] };
             assert_story(&timeline, &[before, &["compensation_started", "compensation_confirmed"]].concat());
             let trade = app.trade(&pg_cno).await;
