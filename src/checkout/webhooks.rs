@@ -14,17 +14,19 @@
 //! delivery per pgCno / cancelPgCno is ever `applied` (a unique index), across threads and
 //! instances.
 
+mod cancel;
+mod follow_ups;
+
+pub use follow_ups::{AckFirst, FOLLOW_UP_MAX_YIELD, FOLLOW_UPS_AT_ONCE, FollowUps, Receiving};
+
 use super::Checkout;
 use super::approval::{CheckedApproval, is_late};
-use super::compensate::{CancelPlan, close_compensated_order, start_compensation};
-use crate::db::compensations;
-use crate::db::orders::{self, Transition, TransitionOutcome};
+use super::compensate::{CancelPlan, start_compensation};
+use crate::db::orders;
 use crate::db::webhook_deliveries::{self, Answered, NewDelivery};
 use crate::db::{AnyConnection, DbError, write_transaction};
 use crate::domain::{Currency, Money, Order, OrderEvent, OrderStatus, PayMethod, ShopOrderNo};
-use crate::kicc::webhook::{
-    CancelNotification, Notification, PaymentNotification, ack_body, parse_notification,
-};
+use crate::kicc::webhook::{Notification, PaymentNotification, ack_body, parse_notification};
 use crate::kicc::{Outcome, TradeStatus};
 
 /// Largest body accepted (spec bodies are a few hundred bytes).
@@ -39,94 +41,6 @@ pub mod codes {
     pub const UNSUPPORTED_MEDIA_TYPE: &str = "9002";
     pub const TOO_LARGE: &str = "9003";
     pub const FORBIDDEN: &str = "9403";
-}
-
-/// How many follow-ups run at once: half the default pool, leaving the rest to the acks.
-pub const FOLLOW_UPS_AT_ONCE: usize = 4;
-
-/// Follow-ups waiting, and the workers running them (`Checkout::queue_follow_up`).
-#[derive(Debug, Default)]
-pub struct FollowUps {
-    waiting: std::collections::VecDeque<FollowUp>,
-    workers: usize,
-}
-
-/// A follow-up worker counted in [`FollowUps::workers`]; counted out if its task ends without
-/// doing so itself (a panic in a follow-up), so the queue keeps its workers.
-struct Worker<'a> {
-    checkout: &'a Checkout,
-    counted: bool,
-}
-
-impl Drop for Worker<'_> {
-    fn drop(&mut self) {
-        if self.counted {
-            self.checkout.follow_up_queue().workers -= 1;
-        }
-    }
-}
-
-/// The longest a follow-up waits for a moment with no notification in flight.
-pub const FOLLOW_UP_MAX_YIELD: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Acks before follow-ups. A notification must be acked within 10 s (spec 04/05); the status
-/// check and the compensation that follow an ack have no deadline. In a burst both compete
-/// for the same connections and cores, so each follow-up, before it starts, waits until no
-/// notification is being received, or [`AckFirst::max_yield`] has passed: steady traffic can
-/// slow the follow-ups but not stop them (and what they leave, the reconciler finishes).
-#[derive(Debug)]
-pub struct AckFirst {
-    in_flight: std::sync::atomic::AtomicUsize,
-    quiet: tokio::sync::Notify,
-    max_yield: std::time::Duration,
-}
-
-/// One notification being received ([`AckFirst::receiving`]); done when dropped.
-pub struct Receiving<'a>(&'a AckFirst);
-
-impl Drop for Receiving<'_> {
-    fn drop(&mut self) {
-        if self
-            .0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel)
-            == 1
-        {
-            self.0.quiet.notify_waiters();
-        }
-    }
-}
-
-impl AckFirst {
-    pub fn new(max_yield: std::time::Duration) -> Self {
-        Self {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            quiet: tokio::sync::Notify::new(),
-            max_yield,
-        }
-    }
-
-    pub fn receiving(&self) -> Receiving<'_> {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Receiving(self)
-    }
-
-    /// Returns when no notification is being received, or after `max_yield`.
-    pub async fn yield_to_acks(&self) {
-        let deadline = tokio::time::Instant::now() + self.max_yield;
-        loop {
-            // Registered before the check, so a notification finishing in between still wakes
-            // this one.
-            let quiet = self.quiet.notified();
-            if self.in_flight.load(std::sync::atomic::Ordering::Acquire) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, quiet).await.is_err() {
-                return;
-            }
-        }
-    }
 }
 
 /// A delivery as the handler received it.
@@ -669,111 +583,6 @@ impl Checkout {
         }
     }
 
-    /// Queues what follows an ack: the status check of a notified approval, or a
-    /// compensation's first attempt. [`FOLLOW_UPS_AT_ONCE`] workers run them in order, each
-    /// after the notifications being received ([`AckFirst`]). A waiting follow-up is its enum
-    /// in the queue, not a task: a burst queues thousands (docs/BENCHMARKS.md: RSS). What does
-    /// not finish here (a crash, a stop), the reconciler finishes.
-    pub fn queue_follow_up(self: &std::sync::Arc<Self>, follow_up: FollowUp) {
-        if matches!(follow_up, FollowUp::None) {
-            return;
-        }
-        let start_worker = {
-            let mut queue = self.follow_up_queue();
-            queue.waiting.push_back(follow_up);
-            let start = queue.workers < FOLLOW_UPS_AT_ONCE;
-            if start {
-                queue.workers += 1;
-            }
-            start
-        };
-        if start_worker {
-            let checkout = self.clone();
-            tokio::spawn(async move { checkout.work_follow_ups().await });
-        }
-    }
-
-    fn follow_up_queue(&self) -> std::sync::MutexGuard<'_, FollowUps> {
-        self.follow_ups
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// One worker: runs queued follow-ups until the queue is empty.
-    async fn work_follow_ups(&self) {
-        let mut worker = Worker {
-            checkout: self,
-            counted: true,
-        };
-        loop {
-            let next = {
-                let mut queue = self.follow_up_queue();
-                match queue.waiting.pop_front() {
-                    Some(next) => next,
-                    None => {
-                        // Counted out under the same lock that found the queue empty, so a
-                        // follow-up queued now starts a worker.
-                        queue.workers -= 1;
-                        worker.counted = false;
-                        return;
-                    }
-                }
-            };
-            self.acks.yield_to_acks().await;
-            // Boxed: the worker's own future stays small; the status check's state (with its
-            // HTTP request, kilobytes) lives only while it runs.
-            Box::pin(self.run_follow_up(next)).await;
-        }
-    }
-
-    async fn run_follow_up(&self, follow_up: FollowUp) {
-        match follow_up {
-            FollowUp::None => {}
-            FollowUp::ConfirmPayment { order_id } => {
-                if let Err(e) = self.confirm_notified_payment(order_id).await {
-                    log::warn!("order {order_id}: notified approval not confirmed yet: {e}");
-                }
-            }
-            FollowUp::ConfirmFailure { order_id, cause } => {
-                if let Err(e) = self.confirm_notified_failure(order_id, cause).await {
-                    log::warn!("order {order_id}: notified failure not checked: {e}");
-                }
-            }
-            FollowUp::ConfirmCancel {
-                order_id,
-                pg_cno,
-                cancel_pg_cno,
-                amount,
-                cause,
-            } => {
-                let confirmed = self
-                    .confirm_notified_cancel(order_id, &pg_cno, &cancel_pg_cno, amount, cause)
-                    .await;
-                if let Err(e) = confirmed {
-                    log::warn!("order {order_id}: cancellation {cancel_pg_cno} not applied: {e}");
-                }
-            }
-            FollowUp::Compensate {
-                order_id,
-                job,
-                plan,
-            } => {
-                let order = self
-                    .db
-                    .run(move |conn| orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound))
-                    .await;
-                match order {
-                    Ok(order) => {
-                        if let Err(e) = self.attempt_compensation(&order, job, &plan).await {
-                            log::warn!("order {order_id}: compensation attempt failed: {e}");
-                        }
-                    }
-                    Err(e) => log::warn!("order {order_id}: compensation not attempted: {e}"),
-                }
-            }
-        }
-    }
-
     /// Spec 04: confirm a notified approval with `/api/trades/wechatpay/find` and mark the
     /// order paid (amounts compared again; a difference is cancelled).
     pub async fn confirm_notified_payment(&self, order_id: i64) -> Result<Order, DbError> {
@@ -893,70 +702,6 @@ impl Checkout {
             .await?;
         Ok(order)
     }
-
-    /// A cancellation notification accepted on its face: applied if KICC's cancel status check
-    /// shows that cancel of the order's pgCno, for the notified amount in the order's currency;
-    /// otherwise kept as unmatched with no effect (its key released for KICC's own delivery).
-    pub async fn confirm_notified_cancel(
-        &self,
-        order_id: i64,
-        pg_cno: &str,
-        cancel_pg_cno: &str,
-        amount: i64,
-        cause: String,
-    ) -> Result<(), DbError> {
-        let call = self
-            .kicc
-            .wechat_find_cancel(Some(order_id), pg_cno, cancel_pg_cno)
-            .await
-            .map_err(|e| DbError::Corrupt(e.to_string()))?;
-        let confirmation = match &call.outcome {
-            Outcome::Accepted(status)
-                if matches!(
-                    status.status,
-                    TradeStatus::Cancelled | TradeStatus::PartiallyCancelled
-                ) && status.amount.is_none_or(|a| a == amount) =>
-            {
-                Ok(status.currency.clone())
-            }
-            Outcome::Accepted(status) => Err(format!(
-                "KICC shows it {:?} for {}",
-                status.status,
-                status
-                    .amount
-                    .map_or_else(|| "no amount".to_owned(), |a| a.to_string())
-            )),
-            other => Err(format!("the status check ended {}", other.label())),
-        };
-        let cancel_pg_cno = cancel_pg_cno.to_owned();
-        self.db
-            .write(move |conn| {
-                let order = orders::find_by_id(conn, order_id)?.ok_or(DbError::NotFound)?;
-                let verdict = match &confirmation {
-                    Ok(Some(currency)) if currency != order.amount.currency().code() => Err(
-                        format!("KICC shows it in {currency}, not the order's currency"),
-                    ),
-                    Ok(_) => Ok(()),
-                    Err(why) => Err(why.clone()),
-                };
-                match verdict {
-                    Ok(()) => {
-                        let cause = format!("{cause}, confirmed by KICC's status check");
-                        settle_confirmed_cancel(conn, &order, &cancel_pg_cno, amount, cause)
-                    }
-                    Err(why) => {
-                        webhook_deliveries::release_unconfirmed(conn, &cancel_pg_cno)?;
-                        orders::add_note(
-                            conn,
-                            order_id,
-                            "cancel_unconfirmed",
-                            &format!("{cause}: not applied, {why}; kept as unmatched"),
-                        )
-                    }
-                }
-            })
-            .await
-    }
 }
 
 /// The statuses of an order still waiting for its approval (a notified one is confirmed then).
@@ -1013,7 +758,7 @@ fn apply(
 ) -> Result<Processed, DbError> {
     match notification {
         Notification::Payment(p) => apply_payment(conn, p, order),
-        Notification::Cancel(c) => apply_cancel(conn, c),
+        Notification::Cancel(c) => cancel::apply_cancel(conn, c),
     }
 }
 
@@ -1195,205 +940,5 @@ fn apply_payment(
                 ),
             ),
         ),
-    }
-}
-
-/// A cancellation notification (spec 05) is applied only once KICC confirms it (DESIGN §9):
-/// here it is matched to its order by the order's own pgCno alone, and must name a cancel
-/// `0 < amount ≤ what remains` in the order's currency; then the status check after the ack
-/// ([`Checkout::confirm_notified_cancel`]) applies it. Anything else is kept as unmatched,
-/// changing nothing.
-fn apply_cancel(conn: &mut AnyConnection, c: &CancelNotification) -> Result<Processed, DbError> {
-    let order = match c.pg_cno.as_deref() {
-        Some(pg_cno) => orders::find_by_pg_cno(conn, pg_cno)?,
-        None => None,
-    };
-    let Some(order) = order else {
-        return unmatched(None);
-    };
-    let mismatch = |why: String| {
-        unmatched(note(
-            order.id,
-            "cancel_unmatched",
-            format!(
-                "cancellation notification {} not applied: {why}",
-                c.cancel_pg_cno
-            ),
-        ))
-    };
-    if let Some(no) = c.shop_order_no.as_deref()
-        && no != order.shop_order_no.as_str()
-    {
-        return mismatch(format!("it names order {no}"));
-    }
-    if c.res_cd != "0000" {
-        return Ok(Processed {
-            outcome: APPLIED,
-            applied: true,
-            order_id: Some(order.id),
-            follow_up: FollowUp::None,
-            note: note(
-                order.id,
-                "cancel_failed",
-                format!(
-                    "cancellation notification {}: resCd {} — {}",
-                    c.cancel_pg_cno, c.res_cd, c.res_msg
-                ),
-            ),
-        });
-    }
-    if let Some(currency) = c.currency.as_deref()
-        && currency != order.amount.currency().code()
-    {
-        return mismatch(format!(
-            "its currency {currency} is not the order's {}",
-            order.amount.currency().code()
-        ));
-    }
-    // A compensation cancels what was approved; a merchant cancel at most what remains.
-    let limit = match order.status {
-        OrderStatus::Compensating | OrderStatus::NeedsAttention => order.amount.minor(),
-        OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested => {
-            order.remaining().minor()
-        }
-        status => {
-            return mismatch(format!("the order is {status}"));
-        }
-    };
-    let amount = match c.amount {
-        Some(amount) if amount > 0 && amount <= limit => amount,
-        Some(amount) => {
-            return mismatch(format!(
-                "amount {amount} is not between 1 and the {limit} that can be cancelled"
-            ));
-        }
-        None => return mismatch("it names no amount".into()),
-    };
-    let cause = format!(
-        "cancellation notification {}: {} cancelled on {}",
-        c.cancel_pg_cno,
-        amount,
-        c.cancel_date.clone().unwrap_or_default()
-    );
-    Ok(Processed {
-        outcome: ACCEPTED,
-        applied: true,
-        order_id: Some(order.id),
-        follow_up: FollowUp::ConfirmCancel {
-            order_id: order.id,
-            pg_cno: order.pg_cno.clone().unwrap_or_default(),
-            cancel_pg_cno: c.cancel_pg_cno.clone(),
-            amount,
-            cause: cause.clone(),
-        },
-        note: note(
-            order.id,
-            "cancel_notified",
-            format!("{cause}: confirming with the status check"),
-        ),
-    })
-}
-
-/// Applies a cancel KICC confirmed, in the caller's write transaction: counted against the
-/// order (partial cancels accumulate; the whole amount closes it), or closing a compensation.
-fn settle_confirmed_cancel(
-    conn: &mut AnyConnection,
-    order: &Order,
-    cancel_pg_cno: &str,
-    amount: i64,
-    cause: String,
-) -> Result<(), DbError> {
-    let job = compensations::open_for_cancel(conn, order.id, cancel_pg_cno)?;
-    match order.status {
-        OrderStatus::Compensating | OrderStatus::NeedsAttention => {
-            if let Some(job) = &job {
-                compensations::mark_confirmed(conn, job.id, Some(cancel_pg_cno))?;
-            }
-            close_compensated_order(conn, order.id, order.amount.minor(), &cause)
-        }
-        OrderStatus::Paid | OrderStatus::PartiallyCancelled | OrderStatus::CancelRequested
-            if amount <= order.remaining().minor() =>
-        {
-            let before = order.cancelled.minor();
-            let after = before + amount;
-            let fully = after >= order.amount.minor();
-            let t = Transition::new(
-                order.id,
-                order.status,
-                OrderEvent::CancelSettled { fully },
-                cause,
-            )
-            .with_cancelled_amount(before, after);
-            match orders::transition(conn, &t)? {
-                TransitionOutcome::Applied { .. } => {}
-                // Moved under us: fail, so the follow-up's caller sees it and nothing is half
-                // written.
-                other => {
-                    return Err(DbError::Corrupt(format!(
-                        "order moved while applying a cancel: {other:?}"
-                    )));
-                }
-            }
-            if let Some(job) = &job {
-                compensations::mark_confirmed(conn, job.id, Some(cancel_pg_cno))?;
-            }
-            Ok(())
-        }
-        status => orders::add_note(
-            conn,
-            order.id,
-            "cancel_notified",
-            &format!(
-                "{cause}; not counted: the order is {status} with {} remaining",
-                order.remaining()
-            ),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::AckFirst;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_follow_up_goes_at_once_when_no_notification_is_in_flight() {
-        let acks = AckFirst::new(Duration::from_secs(1));
-        let started = tokio::time::Instant::now();
-        acks.yield_to_acks().await;
-        assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_follow_up_waits_for_the_acks_in_flight() {
-        let acks = std::sync::Arc::new(AckFirst::new(Duration::from_secs(1)));
-        let (first, second) = (acks.receiving(), acks.receiving());
-        let started = tokio::time::Instant::now();
-        let waiting = {
-            let acks = acks.clone();
-            tokio::spawn(async move {
-                acks.yield_to_acks().await;
-                started.elapsed()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        drop(first);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert!(
-            !waiting.is_finished(),
-            "one notification is still in flight"
-        );
-        drop(second);
-        assert_eq!(waiting.await.unwrap(), Duration::from_millis(200));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn steady_notifications_delay_a_follow_up_but_do_not_stop_it() {
-        let acks = AckFirst::new(Duration::from_secs(1));
-        let _forever = acks.receiving();
-        let started = tokio::time::Instant::now();
-        acks.yield_to_acks().await;
-        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 }
