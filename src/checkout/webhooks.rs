@@ -916,18 +916,24 @@ fn apply_payment(
         ),
         // A late payment (DESIGN §9): never only noted. The status check confirms it, then the
         // order is paid (`LATE_PAYMENTS=accept`) or the money refunded.
-        status if is_late(status) => done(
-            ACCEPTED,
-            FollowUp::ConfirmPayment { order_id: order.id },
-            note(
-                order.id,
-                APPROVAL_NOTE,
-                format!(
-                    "approval notification (pgCno {}, amount {}) for an order that is {status}: a late payment, confirming with the status check",
-                    p.pg_cno, order.amount
+        status if is_late(status) => {
+            // Should the follow-up be lost (a crash after the ack), the reconciler's late check
+            // asks KICC again: the acked payment is never left unrecorded.
+            let soon = crate::db::now() + orders::LATE_CHECKS[0];
+            orders::schedule_late_check(conn, order.id, Some(soon))?;
+            done(
+                ACCEPTED,
+                FollowUp::ConfirmPayment { order_id: order.id },
+                note(
+                    order.id,
+                    APPROVAL_NOTE,
+                    format!(
+                        "approval notification (pgCno {}, amount {}) for an order that is {status}: a late payment, confirming with the status check",
+                        p.pg_cno, order.amount
+                    ),
                 ),
-            ),
-        ),
+            )
+        }
         status => done(
             APPLIED,
             FollowUp::None,

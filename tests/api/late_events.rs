@@ -132,9 +132,22 @@ both_backends! {
         let app = app(test_db, "1", &[]).await;
         let (no, pg_cno) = app.tote_order().await;
         expire(&app, &no).await;
+        // Its late checks have run out (a payment a day later, say).
+        let id = stored(&app, &no).id;
+        diesel::sql_query(format!("UPDATE orders SET late_check_at = NULL WHERE id = {id}"))
+            .execute(&mut *app.db.get().unwrap()).unwrap();
         // The shopper scans the still-valid QR and pays; KICC approves and notifies.
         app.press_pay(&pg_cno).await;
         let order = until(&app, &no, OrderStatus::Paid).await;
+        // The accepted notification also scheduled a late check, in case its follow-up had
+        // been lost.
+        let late_check: Option<chrono::NaiveDateTime> = {
+            use kicc_checkout::db::schema::orders::dsl;
+            diesel::QueryDsl::select(diesel::QueryDsl::find(dsl::orders, id), dsl::late_check_at)
+                .get_result(&mut *app.db.get().unwrap())
+                .unwrap()
+        };
+        assert!(late_check.is_some());
         assert!(order.paid_at.is_some());
         assert!(has_event(&app, &no, "late_payment_accepted"), "{:#?}", events(&app, &no));
         assert_eq!(kicc(&app, &pg_cno).await.0, "TS01");
