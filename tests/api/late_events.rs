@@ -288,4 +288,19 @@ both_backends! {
         assert_eq!(status_checks(&app, &no), 1);
         assert_eq!(stored(&app, &no).status, OrderStatus::Pending);
     }
+
+    async fn the_status_check_cooldown_holds_across_instances(test_db) {
+        let first = app(test_db, "600", &[]).await;
+        let second = TestApp::spawn_beside(&first, &[("SANDBOX_AUTO_APPROVE_MS", "1"), ("RECONCILE_INTERVAL_SECS", "3600")]).await;
+        let (no, _) = first.tote_order().await;
+        let stranger = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let returns = (0..40).map(|i| {
+            let base = if i % 2 == 0 { &first.address } else { &second.address };
+            stranger.get(format!("{base}/checkout/return?resCd=0000&shopOrderNo={no}")).send()
+        });
+        let answers = futures_util::future::join_all(returns).await;
+        assert!(answers.iter().all(|r| r.as_ref().unwrap().status() == 303));
+        // The database decides, not either process's memory: one check in all.
+        assert_eq!(status_checks(&first, &no), 1);
+    }
 }
