@@ -32,6 +32,11 @@ impl Records {
         self.calls.iter().map(|c| c.api.as_str()).collect()
     }
 
+    /// The events on its timeline, in order.
+    pub fn events(&self) -> Vec<&str> {
+        self.timeline.iter().map(|t| t.event.as_str()).collect()
+    }
+
     /// Every cause on the timeline, one per line.
     pub fn causes(&self) -> String {
         self.timeline

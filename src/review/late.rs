@@ -50,10 +50,6 @@ async fn pay_late(ctx: &mut Ctx<'_>, created: &Created) -> Step<()> {
     Ok(())
 }
 
-fn timeline_has(timeline: &[crate::domain::TimelineEntry], event: &str) -> bool {
-    timeline.iter().any(|t| t.event == event)
-}
-
 pub async fn late_payment_accepted(ctx: &mut Ctx<'_>) -> Step<()> {
     let env = ctx.env;
     let created = env.create(Instance::Main, "wechat", "pc", "KRW").await?;
@@ -68,12 +64,8 @@ pub async fn late_payment_accepted(ctx: &mut Ctx<'_>) -> Step<()> {
     ctx.check(
         "timeline",
         "late_payment_accepted",
-        r.timeline
-            .iter()
-            .map(|t| t.event.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        timeline_has(&r.timeline, "late_payment_accepted"),
+        r.events().join(", "),
+        r.events().contains(&"late_payment_accepted"),
     );
     check_trade(ctx, &created.pg_cno, "TS01", Some(created.amount)).await?;
     Ok(())
@@ -99,16 +91,12 @@ pub async fn late_payment_refunded(ctx: &mut Ctx<'_>) -> Step<()> {
     env.app(Instance::Fallback).reconcile().await?;
     ends_cancelled(ctx, Instance::Fallback, &created.no).await?;
     let r = records(env, &created.no).await?;
+    let events = r.events();
     ctx.check(
         "timeline",
         "late_refund_started, then compensation_confirmed",
-        r.timeline
-            .iter()
-            .map(|t| t.event.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        timeline_has(&r.timeline, "late_refund_started")
-            && timeline_has(&r.timeline, "compensation_confirmed"),
+        events.join(", "),
+        events.contains(&"late_refund_started") && events.contains(&"compensation_confirmed"),
     );
     check_trade(ctx, &created.pg_cno, "TS02", Some(0)).await?;
     let base = &env.app(Instance::Fallback).base;
