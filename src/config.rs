@@ -166,7 +166,7 @@ pub struct Config {
     /// `CHECKOUT_RATE_LIMIT` (default 30): checkouts (`POST /checkout`, `POST /api/orders`) one
     /// client address may start per minute, per instance.
     pub checkout_rate_limit: u32,
-    /// `METRICS_TOKEN` (DESIGN §12): when set, `/metrics` needs `Authorization: Bearer` it.
+    /// `METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer` it.
     pub metrics_token: Option<SecretString>,
     /// `REQUEST_BODY_TIMEOUT_SECS` (default 10): the longest a request body may take to arrive,
     /// counted from its head; slower bodies get 408 (`web::slow_body`).

@@ -23,8 +23,9 @@ mod switches {
 
     static IGNORE_LATE_PAYMENTS: AtomicBool = AtomicBool::new(false);
 
-    /// Breaks the one rule of money (DESIGN §9): an approval for an order that stopped waiting
-    /// for it is only noted, as before the rule (money kept, order expired). Process-wide.
+    /// Breaks the one rule of money (README, "How a payment is kept safe"): an approval for an
+    /// order that stopped waiting for it is only noted, as before the rule (money kept, order
+    /// expired). Process-wide.
     pub fn ignore_late_payments(on: bool) {
         IGNORE_LATE_PAYMENTS.store(on, Ordering::SeqCst);
     }

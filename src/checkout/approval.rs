@@ -65,7 +65,7 @@ impl Checkout {
         let order = if params.res_cd != "0000" {
             // The shopper cancelled or authentication failed (spec 06) — or so says a browser,
             // which anyone can be: the order stays as it is until KICC confirms (the status
-            // check) or it expires (DESIGN §9). A shopper who cancelled can still pay.
+            // check) or it expires. A shopper who cancelled can still pay.
             let cause = format!(
                 "returnUrl says resCd {} — {}: not confirmed by KICC; the order stays {} until it is paid or expires",
                 params.res_cd, params.res_msg, order.status
@@ -501,7 +501,7 @@ impl Checkout {
         Ok(settled)
     }
 
-    /// An approval KICC confirmed for an order that no longer waits for one (DESIGN §9):
+    /// An approval KICC confirmed for an order that no longer waits for one:
     /// `expired`/`failed` → paid under `LATE_PAYMENTS=accept` (same amount and currency), else
     /// refunded by a compensating cancel; `cancelled` → always refunded.
     async fn settle_late(

@@ -214,7 +214,7 @@ impl Checkout {
 
     /// "Re-check with KICC": the payment status check, recorded in the timeline; an order still
     /// waiting that KICC shows approved is settled (amounts compared), and a late payment is
-    /// kept or refunded (DESIGN §9). Single-flight per order with a cooldown, like every status
+    /// kept or refunded. Single-flight per order with a cooldown, like every status
     /// check a person can trigger.
     pub async fn merchant_recheck(&self, no: &ShopOrderNo) -> Result<String, MerchantError> {
         let order = self.find(no).await?;

@@ -89,7 +89,7 @@ pub enum FollowUp {
     ConfirmPayment {
         order_id: i64,
     },
-    /// A failure notification: ask KICC before the order fails (DESIGN §9).
+    /// A failure notification: ask KICC before the order fails.
     ConfirmFailure {
         order_id: i64,
         cause: String,
@@ -650,7 +650,7 @@ impl Checkout {
 
 impl Checkout {
     /// A failure notification for an order waiting for its approval: KICC's status check
-    /// decides (DESIGN §9). Approved → settled as any approval; a trade KICC shows cancelled or
+    /// decides. Approved → settled as any approval; a trade KICC shows cancelled or
     /// voided → the order fails; anything else (KICC still waits, TS00) → the order stays
     /// waiting until it is paid or expires, with a note.
     pub async fn confirm_notified_failure(
@@ -818,7 +818,7 @@ fn apply_payment(
         let cause = format!("approval notification: resCd {} — {}", p.res_cd, p.res_msg);
         let (follow_up, note) = if waits_for_approval(order.status) {
             // Not failed on the notification's word: KICC's status check decides, after the
-            // ack (DESIGN §9).
+            // ack.
             (
                 FollowUp::ConfirmFailure {
                     order_id: order.id,
@@ -914,7 +914,7 @@ fn apply_payment(
                 accepted_cause(&p.pg_cno, order.amount),
             ),
         ),
-        // A late payment (DESIGN §9): never only noted. The status check confirms it, then the
+        // A late payment: never only noted. The status check confirms it, then the
         // order is paid (`LATE_PAYMENTS=accept`) or the money refunded.
         status if is_late(status) => {
             // Should the follow-up be lost (a crash after the ack), the reconciler's late check

@@ -30,7 +30,7 @@ pub enum Work {
     NotifiedApprovals,
     /// WeChat orders that expired or failed, due for another look at KICC (`late_check_at`):
     /// a payment made after the order closed must end paid or refunded even when its
-    /// notification never arrives (DESIGN §9).
+    /// notification never arrives.
     LateChecks,
 }
 

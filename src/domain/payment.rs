@@ -93,7 +93,7 @@ impl FromStr for TradeType {
 }
 
 /// What an approval for an order that had stopped waiting for it (expired or failed) does
-/// (`LATE_PAYMENTS`, DESIGN §9). Either way the money and the order agree afterwards.
+/// (`LATE_PAYMENTS`). Either way the money and the order agree afterwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LatePayments {
     /// The order becomes `paid` (amount and currency must match; otherwise it is refunded).

@@ -1,6 +1,6 @@
 //! Who is calling: the peer address, or — only when the peer is one of `TRUSTED_PROXIES` — the
 //! address a proxy put in `X-Forwarded-For` (the rightmost one no trusted proxy added). Every
-//! `X-Forwarded-For` header line counts, joined in order (DESIGN §9): a proxy that appends its
+//! `X-Forwarded-For` header line counts, joined in order: a proxy that appends its
 //! own line (HAProxy does) leaves a forged first line on the far left, where it is not believed.
 
 use std::net::IpAddr;

@@ -1,5 +1,5 @@
 //! `GET /healthz` (readiness: the database answers) and `GET /metrics` (Prometheus text, behind
-//! `METRICS_TOKEN` when set; in live mode without it, for loopback only: DESIGN §12).
+//! `METRICS_TOKEN` when set; in live mode without it, for loopback only).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};

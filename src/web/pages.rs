@@ -160,6 +160,6 @@ pub struct OrderPage {
     pub expires_in: i64,
     pub expires_at: String,
     pub lines: Vec<OrderLineView>,
-    /// Why a payment that arrived late was refunded, in the shopper's words (DESIGN §9).
+    /// Why a payment that arrived late was refunded, in the shopper's words.
     pub late_refund: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! Dashboard sessions over real HTTP on both databases (issue 21): a session lives in the
+//! Dashboard sessions over real HTTP on both databases: a session lives in the
 //! database, so signing out, a new ADMIN_PASSWORD or an idle spell ends it whatever copy of the
 //! cookie is replayed, and a cookie signed with the key from `app_keys` opens nothing on its own.
 //! Sign-in tries are counted before the password is evaluated, and argon2 runs off the workers.

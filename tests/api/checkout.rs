@@ -356,7 +356,7 @@ both_backends! {
         let form = app.pay_wechat(&pg_cno, "cancel").await;
         assert_eq!(field(&form, "resCd"), "W002");
         app.submit_return(&form).await;
-        // The browser's word alone changes nothing (DESIGN §9): KICC still shows TS00, so the
+        // The browser's word alone changes nothing: KICC still shows TS00, so the
         // order waits (the shopper may still pay) until it is paid or expires.
         assert_eq!(app.order(&no).await["status"], "pending");
         assert!(app.causes(&no).contains("resCd W002"));

@@ -1,4 +1,4 @@
-//! Web hardening against a hostile client (issue 21), over real HTTP on both databases: a forged
+//! Web hardening against a hostile client, over real HTTP on both databases: a forged
 //! first `X-Forwarded-For` line behind a proxy that appends its own, private pages kept out of
 //! caches, `/metrics` behind its token (and loopback-only in live mode), spreadsheet formulas in
 //! the CSV export, and request bodies trickled a byte a second.

@@ -1,5 +1,6 @@
-//! Money and order always agree (DESIGN §9), on both databases, over real HTTP with the
-//! mounted sandbox deciding whether money was taken: payments that arrive after the order
+//! Money and order always agree (README, "How a payment is kept safe"), on both databases,
+//! over real HTTP with the mounted sandbox deciding whether money was taken: payments that
+//! arrive after the order
 //! expired or failed, failures and cancellations a browser or a notification claims but KICC
 //! does not confirm, and status checks an outsider tries to multiply.
 

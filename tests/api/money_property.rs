@@ -1,5 +1,5 @@
-//! The one rule of money as a property (DESIGN §9): for one order, any interleaving of the
-//! shopper's payment and return, forged returns and notifications, status checks, reconciler
+//! The one rule of money as a property (README, "How a payment is kept safe"): for one order,
+//! any interleaving of the shopper's payment and return, forged returns and notifications, status checks, reconciler
 //! passes, expiry and merchant cancels — with the mounted sandbox deciding whether money was
 //! taken — ends with money taken at KICC ⇔ the order `paid` or `partially_cancelled`, and what
 //! KICC still holds equal to what the order says remains.

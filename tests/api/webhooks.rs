@@ -505,7 +505,7 @@ async fn storm(app: &TestApp, other: Option<&TestApp>) {
         assert_eq!(deliveries.len(), 15, "round {round}");
         // Never two applied. These copies may arrive before KICC's approval (the return is
         // racing them): one whose status check still finds no approval is kept as unmatched
-        // and releases its key (DESIGN §9), so then none is applied and the return pays.
+        // and releases its key, so then none is applied and the return pays.
         assert!(
             deliveries.iter().filter(|d| d.applied).count() <= 1,
             "round {round}"
@@ -777,7 +777,7 @@ both_backends! {
         let (no, pg) = app.wechat_order(true).await;
         let mut failed = approval_body(&no, &pg, 24000, "KRW");
         failed["resCd"] = json!("3001");
-        // A failure is noted and checked with KICC, and never claims the pgCno (DESIGN §9).
+        // A failure is noted and checked with KICC, and never claims the pgCno.
         cases.push(("payment failed", failed, "failure_noted", false));
         for (case, body, outcome, applied) in cases {
             let (status, ack) = app.notify("/webhooks/kicc/payment", &body, Some(KICC_IP)).await;

@@ -1,6 +1,6 @@
 //! Cancellation notifications (spec 05): matched to their order by its own pgCno, checked
 //! against what can still be cancelled, and applied only once KICC's cancellation status check
-//! shows them (DESIGN §9); anything else is kept as unmatched and changes nothing.
+//! shows them; anything else is kept as unmatched and changes nothing.
 
 use super::{ACCEPTED, APPLIED, FollowUp, Processed, note, unmatched};
 use crate::checkout::Checkout;
@@ -13,7 +13,7 @@ use crate::domain::{Order, OrderEvent, OrderStatus};
 use crate::kicc::webhook::CancelNotification;
 use crate::kicc::{Outcome, TradeStatus};
 
-/// A cancellation notification (spec 05) is applied only once KICC confirms it (DESIGN §9):
+/// A cancellation notification (spec 05) is applied only once KICC confirms it:
 /// here it is matched to its order by the order's own pgCno alone, and must name a cancel
 /// `0 < amount ≤ what remains` in the order's currency; then the status check after the ack
 /// ([`Checkout::confirm_notified_cancel`]) applies it. Anything else is kept as unmatched,
