@@ -1,8 +1,8 @@
 //! The one rule of money as a property (README, "How a payment is kept safe"): for one order,
-//! any interleaving of the shopper's payment and return, forged returns and notifications, status checks, reconciler
-//! passes, expiry and merchant cancels — with the mounted sandbox deciding whether money was
-//! taken — ends with money taken at KICC ⇔ the order `paid` or `partially_cancelled`, and what
-//! KICC still holds equal to what the order says remains.
+//! any interleaving of the shopper's payment and return, forged returns and notifications,
+//! status checks, reconciler passes, expiry and merchant cancels — with the mounted sandbox
+//! deciding whether money was taken — ends with money taken at KICC ⇔ the order `paid` or
+//! `partially_cancelled`, and what KICC still holds equal to what the order says remains.
 //!
 //! `PROPTEST_CASES` sets the case count (default 8 per backend); `benches/fuzz.sh money SECONDS`
 //! runs it long (docs/RELIABILITY.md).
