@@ -667,7 +667,7 @@ pub struct WebhookAck {
 #[cfg(test)]
 mod tests {
     //! The example bodies printed in KICC's spec files parse into these types
-    //! (`tests/fixtures/spec`, copied from `shared/kicc-spec`).
+    //! (`tests/fixtures/spec`, from KICC's pages in `docs/kicc-spec`).
     use super::*;
 
     macro_rules! fixture {
