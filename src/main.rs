@@ -264,7 +264,7 @@ fn reconcile(once: bool) -> Result<(), StartupError> {
         let (db, _) = open_database(&config.database_url, PoolOptions::default()).await?;
         // The same public base as the serving instance: in sandbox mode the API is its /sandbox.
         let base = config.public_base_url.clone().unwrap_or_else(|| default_base_url(config.bind_addr));
-        let (_, checkout) = payment_services(&config, &db, &base)?;
+        let checkout = payment_services(&config, &db, &base)?;
         let reconciler = Arc::new(Reconciler::new(checkout, config.gateway_timeout));
         if once {
             let report = reconciler.pass().await.map_err(StartupError::Database)?;

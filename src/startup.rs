@@ -133,14 +133,14 @@ fn spawn_refused_purge(db: Db, retention: std::time::Duration) -> tokio::task::J
     })
 }
 
-/// The KICC client and the checkout service over an open database. `base_url` is the app's
+/// The checkout service (with its KICC client) over an open database. `base_url` is the app's
 /// public base: returnUrl and notifyUrl are built on it, and in sandbox mode the API is
 /// `{base_url}/sandbox` (reached over HTTP like KICC).
 pub fn payment_services(
     config: &Config,
     db: &Db,
     base_url: &str,
-) -> Result<(Arc<KiccClient>, Arc<Checkout>), StartupError> {
+) -> Result<Arc<Checkout>, StartupError> {
     let api_base = match &config.gateway {
         GatewayMode::Live { api_base } => api_base.clone(),
         GatewayMode::Sandbox => format!("{base_url}/sandbox"),
@@ -166,7 +166,7 @@ pub fn payment_services(
         )
         .with_late_payments(config.late_payments),
     );
-    Ok((kicc, checkout))
+    Ok(checkout)
 }
 
 impl Application {
@@ -212,7 +212,7 @@ impl Application {
                 format!("{base_url}/sandbox"),
             ))
         });
-        let (kicc, checkout) = payment_services(&config, &db, &base_url)?;
+        let checkout = payment_services(&config, &db, &base_url)?;
         checkout.spawn_recorder(std::time::Duration::from_secs(2));
         let reconciler = Arc::new(Reconciler::new(checkout.clone(), config.gateway_timeout));
         let worker = reconciler.spawn(config.reconcile_interval);
@@ -227,7 +227,6 @@ impl Application {
             checkout_limit,
             reconciler: reconciler.clone(),
             checkout,
-            kicc,
             cookie_key,
             review: Default::default(),
             catalog_page: crate::web::shop::PageCache::new(std::time::Duration::from_secs(2)),

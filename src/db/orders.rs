@@ -387,8 +387,7 @@ pub fn add_note(
 }
 
 /// Fields written together with a status change (only the `Some` ones are set).
-#[derive(Debug, Clone, Default, AsChangeset)]
-#[diesel(table_name = orders)]
+#[derive(Debug, Clone, Default)]
 pub struct OrderPatch {
     pub pg_cno: Option<String>,
     pub payment_page_url: Option<String>,

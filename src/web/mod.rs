@@ -43,8 +43,6 @@ pub struct AppState {
     pub reconciler: Arc<crate::checkout::reconciler::Reconciler>,
     /// Orders and payments: placing, returnUrl, approval saga, compensations.
     pub checkout: Arc<crate::checkout::Checkout>,
-    /// The one KICC client (to KICC, or to the sandbox over HTTP in sandbox mode).
-    pub kicc: Arc<crate::kicc::KiccClient>,
     /// Signs the cart cookie; generated once and kept in `app_keys`, shared by all instances.
     pub cookie_key: actix_web::cookie::Key,
     /// The catalog page as last rendered (a second or two).
